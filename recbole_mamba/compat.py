@@ -1,0 +1,67 @@
+"""Make RecBole 1.2.1 run on today's stack, in one place.
+
+The dependency pins in ``pyproject.toml`` handle numpy 2 (``np.float_``), pandas 3
+(token_seq fields, NaN filling) and ray 2.6's ``pkg_resources`` (setuptools < 82).
+What a pin cannot fix is patched here, once, when ``recbole_mamba`` is imported:
+
+* torch >= 2.6 loads checkpoints with ``weights_only=True``, but RecBole's checkpoints
+  pickle the whole ``Config``; RecBole's own loaders (best-model reload after
+  training, ``resume_checkpoint``, ``load_data_and_model``) get ``weights_only=False``
+  back.  Only these callers change: the files are the ones RecBole itself wrote.
+* importing RecBole's SINE (which every sequential model import pulls in through
+  ``recbole.model.sequential_recommender``) turns on autograd anomaly mode for the
+  whole process, which makes every training step ~1.8x slower; it is turned off again.
+"""
+import contextlib
+import functools
+
+import torch
+
+_torch_load = torch.load
+
+
+@contextlib.contextmanager
+def trusted_checkpoint_load():
+    """Inside: ``torch.load`` defaults to ``weights_only=False`` (RecBole's own files)."""
+
+    @functools.wraps(_torch_load)
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return _torch_load(*args, **kwargs)
+
+    saved = torch.load
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = saved
+
+
+def _with_trusted_load(function):
+    if getattr(function, "_recbole_mamba_trusted", False):
+        return function
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with trusted_checkpoint_load():
+            return function(*args, **kwargs)
+
+    wrapper._recbole_mamba_trusted = True
+    return wrapper
+
+
+def apply():
+    """Patch RecBole once; safe to call again."""
+    import recbole.quick_start
+    import recbole.quick_start.quick_start as quick_start
+    import recbole.model.sequential_recommender  # noqa: F401  (runs SINE's module code now)
+    from recbole.trainer import trainer
+
+    torch.autograd.set_detect_anomaly(False)
+
+    for cls in (trainer.Trainer,):
+        cls.resume_checkpoint = _with_trusted_load(cls.resume_checkpoint)
+        cls.evaluate = _with_trusted_load(cls.evaluate)
+    load_data_and_model = _with_trusted_load(quick_start.load_data_and_model)
+    quick_start.load_data_and_model = load_data_and_model
+    recbole.quick_start.load_data_and_model = load_data_and_model

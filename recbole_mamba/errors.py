@@ -1,0 +1,21 @@
+"""Errors with a one-line cause and fix; the CLI prints them without a traceback."""
+
+
+class RecboleMambaError(ValueError):
+    """Base class: ``str(error)`` is the whole message a user needs."""
+
+
+class ConfigError(RecboleMambaError):
+    """A config value the model cannot use (loss_type, fusion, pooling, ...)."""
+
+
+class UnknownModelError(RecboleMambaError):
+    """A model name that neither recbole-mamba nor RecBole defines."""
+
+
+class BackendError(RecboleMambaError):
+    """A requested selective-scan backend that cannot run here."""
+
+
+class InputError(RecboleMambaError):
+    """Input data no model can score: empty histories, over-long sequences, ..."""

@@ -1,0 +1,48 @@
+"""Mamba4Rec (Liu et al. 2024, "Mamba4Rec: Towards Efficient Sequential
+Recommendation with Selective State Space Models", arXiv 2403.03900).
+
+Behaves exactly like the public RecBole reference implementation, init included,
+on either selective-scan backend.
+"""
+from torch import nn
+
+from recbole_mamba.model.base import ItemScoringRecommender, ssm_backend_from
+from recbole_mamba.model.layers import MambaLayer
+
+
+class Mamba4Rec(ItemScoringRecommender):
+    """item embedding -> dropout -> LN -> N x MambaLayer -> state at len-1 -> item scores."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self.num_layers = config["num_layers"]
+        self.dropout_prob = config["dropout_prob"]
+        self.d_state = config["d_state"]
+        self.d_conv = config["d_conv"]
+        self.expand = config["expand"]
+        self.ssm_backend = ssm_backend_from(config)
+        self._build_loss(config)
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=1e-12)
+        self.dropout = nn.Dropout(self.dropout_prob)
+        self.mamba_layers = nn.ModuleList(
+            MambaLayer(
+                d_model=self.hidden_size,
+                d_state=self.d_state,
+                d_conv=self.d_conv,
+                expand=self.expand,
+                dropout=self.dropout_prob,
+                num_layers=self.num_layers,
+                backend=self.ssm_backend,
+            )
+            for _ in range(self.num_layers)
+        )
+        self.apply(self._init_weights)
+
+    def forward(self, item_seq, item_seq_len):
+        hidden = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
+        for layer in self.mamba_layers:
+            hidden = layer(hidden)  # [B, L, d]
+        return self.gather_indexes(hidden, item_seq_len - 1)  # [B, d]

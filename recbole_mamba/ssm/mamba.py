@@ -1,0 +1,154 @@
+"""The Mamba block (Gu & Dao 2023) with ``mamba_ssm.Mamba``'s parameters.
+
+in_proj -> causal depthwise conv1d -> SiLU -> x_proj (dt, B, C) -> dt_proj + softplus
+-> selective scan with A = -exp(A_log) and the D skip -> SiLU(z) gate -> out_proj.
+
+Constructor arguments, parameter shapes, initialisation and state_dict keys
+(``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``)
+follow ``mamba_ssm.modules.mamba_simple.Mamba``, so a checkpoint trained on a GPU
+with the CUDA kernels loads on a CPU and gives the same numbers.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_mamba.ssm.backends import cuda_kernels, resolve_backend
+from recbole_mamba.ssm.scan_torch import scan_time_major
+
+
+class Mamba(nn.Module):
+    """One Mamba mixer: [B, L, d_model] -> [B, L, d_model].
+
+    ``backend`` is ``auto`` (CUDA kernels on CUDA tensors when importable, else the
+    torch scan), ``torch`` or ``cuda``; it can be changed later with :meth:`set_backend`.
+    """
+
+    def __init__(
+        self,
+        d_model,
+        d_state=16,
+        d_conv=4,
+        expand=2,
+        dt_rank="auto",
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init="random",
+        dt_scale=1.0,
+        dt_init_floor=1e-4,
+        conv_bias=True,
+        bias=False,
+        use_fast_path=True,
+        layer_idx=None,
+        device=None,
+        dtype=None,
+        backend="auto",
+    ):
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path = use_fast_path
+        self.layer_idx = layer_idx
+        resolve_backend(backend)  # validates the name; the device is known at forward
+        self.backend = backend
+
+        self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory,
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+        # dt_proj: weights keep the variance of dt at init; the bias is softplus^-1 of a
+        # step size drawn log-uniformly in [dt_min, dt_max] (Mamba's S4D-style init).
+        dt_init_std = self.dt_rank**-0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, dt_init_std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+        else:
+            raise ValueError(f"dt_init={dt_init!r} is not 'random' or 'constant'")
+        dt = torch.exp(
+            torch.rand(self.d_inner, **factory) * (math.log(dt_max) - math.log(dt_min))
+            + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
+        inv_softplus_dt = dt + torch.log(-torch.expm1(-dt))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(inv_softplus_dt)
+        self.dt_proj.bias._no_reinit = True
+
+        # S4D-real init: A_n = -n for n = 1..d_state in every channel.
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))  # [d_inner, d_state]
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # [d_inner]
+        self.D._no_weight_decay = True
+
+    def set_backend(self, backend):
+        resolve_backend(backend)
+        self.backend = backend
+
+    def forward(self, hidden_states):
+        backend = resolve_backend(self.backend, hidden_states.device)
+        if backend == "cuda":
+            return self._forward_cuda(hidden_states)
+        return self._forward_torch(hidden_states)
+
+    def _split_x_proj(self, x):
+        x_dbl = self.x_proj(x)  # [..., dt_rank + 2N]
+        return torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+
+    def _forward_torch(self, hidden_states):
+        length = hidden_states.shape[1]
+        xz = self.in_proj(hidden_states)  # [B, L, 2 d_inner]
+        x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner] each
+        x = self.conv1d(x.transpose(1, 2))[..., :length]  # [B, d_inner, L], causal
+        x = F.silu(x).transpose(1, 2)  # [B, L, d_inner]
+        dt, B, C = self._split_x_proj(x)  # [B, L, R], [B, L, N], [B, L, N]
+        delta = F.softplus(self.dt_proj(dt))  # [B, L, d_inner]
+        A = -torch.exp(self.A_log.float())  # [d_inner, N]
+        y = scan_time_major(
+            x.transpose(0, 1), delta.transpose(0, 1), A, B.transpose(0, 1), C.transpose(0, 1)
+        ).transpose(0, 1)  # [B, L, d_inner]
+        y = y + x * self.D
+        y = y * F.silu(z)
+        return self.out_proj(y)  # [B, L, d_model]
+
+    def _forward_cuda(self, hidden_states):
+        selective_scan_fn, causal_conv1d_fn, _ = cuda_kernels()
+        batch, length, _ = hidden_states.shape
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # [B, 2 d_inner, L]
+        x, z = xz.chunk(2, dim=1)  # [B, d_inner, L] each
+        x = causal_conv1d_fn(
+            x.contiguous(),
+            self.conv1d.weight.squeeze(1),  # [d_inner, d_conv]
+            self.conv1d.bias,
+            activation="silu",
+        )  # [B, d_inner, L]
+        dt, B, C = self._split_x_proj(x.transpose(1, 2).reshape(batch * length, self.d_inner))
+        delta = (dt @ self.dt_proj.weight.t()).view(batch, length, self.d_inner)  # bias in kernel
+        y = selective_scan_fn(
+            x,
+            delta.transpose(1, 2).contiguous(),  # [B, d_inner, L]
+            -torch.exp(self.A_log.float()),
+            B.view(batch, length, self.d_state).transpose(1, 2).contiguous(),  # [B, N, L]
+            C.view(batch, length, self.d_state).transpose(1, 2).contiguous(),  # [B, N, L]
+            self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )  # [B, d_inner, L]
+        return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
