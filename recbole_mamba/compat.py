@@ -14,6 +14,7 @@ What a pin cannot fix is patched here, once, when ``recbole_mamba`` is imported:
 """
 import contextlib
 import functools
+import warnings
 
 import torch
 
@@ -50,8 +51,17 @@ def _with_trusted_load(function):
     return wrapper
 
 
+def _quiet_known_warnings():
+    # ray 2.6 imports pkg_resources (deprecated in setuptools 81); RecBole 1.2.1 uses
+    # pandas' chained inplace fillna (FutureWarning on pandas 2.2+). Both are harmless
+    # with the pinned versions and would otherwise print on every run.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+
+
 def apply():
     """Patch RecBole once; safe to call again."""
+    _quiet_known_warnings()
     import recbole.quick_start
     import recbole.quick_start.quick_start as quick_start
     import recbole.model.sequential_recommender  # noqa: F401  (runs SINE's module code now)

@@ -37,14 +37,35 @@ def get_model(model_name):
     module_path = PLUGIN_MODELS.get(model_name)
     if module_path is not None:
         return getattr(importlib.import_module(module_path), model_name)
-    try:
-        return _recbole_get_model(model_name)
-    except ValueError:
+    if model_name.lower() not in _recbole_model_files():
+        # checked on file names: RecBole's own lookup imports exlib_recommender on a
+        # miss, which dies on a missing lightgbm instead of naming the typo
         raise UnknownModelError(
             f"model {model_name!r} is neither a recbole-mamba model "
             f"({', '.join(PLUGIN_MODELS)}) nor a RecBole model; check the spelling "
             "(names are case-sensitive, e.g. --model=BiMamba4Rec)"
+        )
+    try:
+        return _recbole_get_model(model_name)
+    except ImportError as error:
+        raise UnknownModelError(
+            f"RecBole's model {model_name!r} needs a package that is not installed "
+            f"({error.name or error}); pip install it first"
         ) from None
+
+
+def _recbole_model_files():
+    """Lower-case module names of RecBole's models, read from its package folders."""
+    import recbole.model
+
+    root = os.path.dirname(recbole.model.__file__)
+    names = set()
+    for kind in ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                 "knowledge_aware_recommender", "exlib_recommender"):
+        folder = os.path.join(root, kind)
+        if os.path.isdir(folder):
+            names.update(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py")
+    return names
 
 
 def get_trainer(model_type, model_name):
