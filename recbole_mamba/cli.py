@@ -3,6 +3,7 @@
 Same flags as RecBole's own ``run_recbole.py`` (``--model``, ``--dataset``,
 ``--config_files``, ``--nproc``, ``--ip``, ``--port``, ``--world_size``,
 ``--group_offset``); every other ``--key=value`` goes to RecBole's Config as usual.
+``--recommend`` switches to top-k inference from a checkpoint (:mod:`recbole_mamba.infer`).
 """
 import argparse
 import sys
@@ -28,7 +29,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args, _ = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--recommend" in argv:
+        from recbole_mamba.infer import main as recommend
+
+        return recommend([a for a in argv if a != "--recommend"], prog="run_recbole.py --recommend")
+    args, _ = build_parser().parse_known_args(argv)
 
     import recbole_mamba  # noqa: F401  (registers the models, applies the compat fixes)
     from recbole.quick_start import run

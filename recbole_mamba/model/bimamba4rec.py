@@ -9,6 +9,7 @@ observed history is read (the target is never in the input), so nothing leaks.
 import torch
 from torch import nn
 
+from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.base import ItemScoringRecommender, choose_option, ssm_backend_from
 from recbole_mamba.model.layers import (
     FeedForward,
@@ -108,3 +109,16 @@ class BiMamba4Rec(ItemScoringRecommender):
             return masked_mean(hidden, mask)  # [B, d]
         scores = torch.matmul(hidden, self.pool_query)  # [B, L]
         return self.pool_LayerNorm(masked_softmax_pool(hidden, scores, mask))  # [B, d]
+
+    def init_state(self, batch_size, device=None):
+        raise ConfigError(_NOT_INCREMENTAL)
+
+    def step(self, item_ids, state):
+        raise ConfigError(_NOT_INCREMENTAL)
+
+
+_NOT_INCREMENTAL = (
+    "BiMamba4Rec cannot recommend incrementally: its backward direction reads the whole "
+    "history again after every new event; re-encode with forward/full_sort_predict "
+    "(recbole_mamba.infer.Recommender.recommend) or use Mamba4Rec or GRU4Rec for O(1) steps"
+)

@@ -3,6 +3,10 @@ Recommendation with Selective State Space Models", arXiv 2403.03900).
 
 Behaves exactly like the public RecBole reference implementation, init included,
 on either selective-scan backend.
+
+Being causal, it also runs in Mamba's recurrent mode: :meth:`Mamba4Rec.init_state`
+and :meth:`Mamba4Rec.step` append one event per row in O(1) of the history length
+and give the same user vector as :meth:`Mamba4Rec.forward` on the whole history.
 """
 from torch import nn
 
@@ -46,3 +50,28 @@ class Mamba4Rec(ItemScoringRecommender):
         for layer in self.mamba_layers:
             hidden = layer(hidden)  # [B, L, d]
         return self.gather_indexes(hidden, item_seq_len - 1)  # [B, d]
+
+    def init_state(self, batch_size, device=None):
+        """Empty-history state for :meth:`step`: one (conv_state, ssm_state) per layer."""
+        device = self.item_embedding.weight.device if device is None else device
+        return [layer.mamba.allocate_state(batch_size, device) for layer in self.mamba_layers]
+
+    def step(self, item_ids, state):
+        """Append one event per row: item_ids [B] -> (user vector [B, d], new state).
+
+        The user vector equals ``forward`` on the history so far (in eval mode; in
+        train mode dropout draws differ).  Cost per call is O(1) in the history length:
+        each layer keeps a conv state [B, d_inner, d_conv] and an SSM state
+        [B, d_inner, d_state].  Embedding dropout/LN and everything after the Mamba
+        mixer (dropout, LN, feed-forward) act per position, so they run on the step alone.
+        """
+        hidden = self.LayerNorm(self.dropout(self.item_embedding(item_ids)))  # [B, d]
+        new_state = []
+        for layer, (conv_state, ssm_state) in zip(self.mamba_layers, state):
+            mixed, conv_state, ssm_state = layer.mamba.step(hidden, conv_state, ssm_state)  # [B, d]
+            new_state.append((conv_state, ssm_state))
+            # MambaLayer.forward after its mixer, on one position
+            mixed = layer.dropout(mixed)
+            mixed = layer.LayerNorm(mixed if layer.num_layers == 1 else mixed + hidden)
+            hidden = layer.ffn(mixed)  # [B, d]
+        return hidden, new_state

@@ -142,6 +142,48 @@ class Mamba(nn.Module):
             out = out + self.conv1d.bias
         return out  # [B, L, D]
 
+    def allocate_state(self, batch, device=None, dtype=None):
+        """Zero recurrent state for :meth:`step`: (conv_state, ssm_state).
+
+        conv_state [batch, d_inner, d_conv] holds the last d_conv conv inputs (newest
+        last); ssm_state [batch, d_inner, d_state] is the selective-scan state h.
+        A zero state is what ``forward`` starts from (the conv's left zero padding).
+        """
+        device = self.A_log.device if device is None else device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        ssm_dtype = self.dt_proj.weight.dtype if dtype is None else dtype
+        conv_state = torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=conv_dtype)
+        ssm_state = torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=ssm_dtype)
+        return conv_state, ssm_state
+
+    def step(self, x_t, conv_state, ssm_state):
+        """The recurrent form: one new position in O(1) of the history length.
+
+        x_t [B, d_model] is the input at the next position; returns
+        (y_t [B, d_model], conv_state, ssm_state) with the states advanced by one step
+        (new tensors; the ones passed in are left as they were).  Running ``step`` over
+        positions 0..t from :meth:`allocate_state` gives ``forward``'s output at t.
+        """
+        xz = self.in_proj(x_t)  # [B, 2 d_inner]
+        x, z = xz.chunk(2, dim=-1)  # [B, d_inner] each
+        newest = x.unsqueeze(-1).to(conv_state.dtype)  # [B, d_inner, 1]
+        conv_state = torch.cat([conv_state[:, :, 1:], newest], dim=-1)  # [B, d_inner, d_conv]
+        weight = self.conv1d.weight[:, 0, :]  # [d_inner, d_conv]; tap d_conv-1 meets the newest input
+        x = (conv_state * weight).sum(-1)  # [B, d_inner]
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias
+        x = F.silu(x)
+        dt, B, C = self._split_x_proj(x)  # [B, R], [B, N], [B, N]
+        delta = F.softplus(self.dt_proj(dt)).float()  # [B, d_inner]
+        A = -torch.exp(self.A_log.float())  # [d_inner, N]
+        decay = torch.exp(delta.unsqueeze(-1) * A)  # [B, d_inner, N]
+        drive = (delta * x.float()).unsqueeze(-1) * B.float().unsqueeze(1)  # [B, d_inner, N]
+        h = ssm_state.float() * decay + drive  # [B, d_inner, N]
+        y = torch.bmm(h, C.float().unsqueeze(-1)).squeeze(-1).to(x.dtype)  # [B, d_inner]
+        y = y + x * self.D
+        y = y * F.silu(z)
+        return self.out_proj(y), conv_state, h.to(ssm_state.dtype)  # [B, d_model]
+
     def _forward_cuda(self, hidden_states):
         selective_scan_fn, causal_conv1d_fn, _ = cuda_kernels()
         batch, length, _ = hidden_states.shape
