@@ -75,3 +75,10 @@ def apply():
     load_data_and_model = _with_trusted_load(quick_start.load_data_and_model)
     quick_start.load_data_and_model = load_data_and_model
     recbole.quick_start.load_data_and_model = load_data_and_model
+
+    # one-line errors for missing/malformed dataset files and unfitting checkpoints,
+    # and the ``resume`` config key
+    from recbole_mamba import checkpoints, datasets
+
+    datasets.install()
+    checkpoints.install()

@@ -19,3 +19,11 @@ class BackendError(RecboleMambaError):
 
 class InputError(RecboleMambaError):
     """Input data no model can score: empty histories, over-long sequences, ..."""
+
+
+class DatasetError(RecboleMambaError):
+    """Dataset files that are missing or malformed (the message names file and line)."""
+
+
+class CheckpointError(RecboleMambaError):
+    """A checkpoint that is missing, not RecBole's, or saved by another model/config."""
