@@ -20,6 +20,7 @@ PROPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "props")
 PLUGIN_MODELS = {
     "Mamba4Rec": "recbole_mamba.model.mamba4rec",
     "BiMamba4Rec": "recbole_mamba.model.bimamba4rec",
+    "GRU4Rec": "recbole_mamba.model.gru4rec",
 }
 
 # RecBole's quick-start YAMLs applied after the model YAML, by model type
