@@ -1,0 +1,149 @@
+"""Labelled CTR rows from a behaviour log (Taobao UserBehavior), for MDAF and DCNv3.
+
+Each positive row is a user's first behaviour on an item (so the target item is
+never in its own history); its history is the user's behaviours strictly before it
+in time, the last ``history`` of them, oldest first.  Each positive gets
+``neg_ratio`` negatives: items the user never touched at any time, drawn uniformly
+or by popularity^alpha, with the same user, time and history.  RecBole then splits
+the rows by time (props/dataset/taobao-ctr.yaml: order TO).
+"""
+import argparse
+import collections
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from recbole_mamba.data.atomic import Summary, dataset_file, write_atomic
+from recbole_mamba.data.taobao import BEHAVIORS, TIME_WINDOW, read_user_behavior
+from recbole_mamba.errors import ConfigError, RecboleMambaError
+
+INTER_COLUMNS = [("user_id", "token"), ("item_id", "token"), ("label", "float"),
+                 ("timestamp", "float"), ("item_id_list", "token_seq")]
+ITEM_COLUMNS = [("item_id", "token"), ("category_id", "token")]
+
+
+def build_ctr_rows(events, history=50, neg_ratio=1, popularity_alpha=None, seed=2020, progress=None):
+    """events: DataFrame (user_id, item_id, category_id, timestamp), any order.
+
+    Returns (rows, item_categories, counts): rows is a list of
+    (user, item, label, timestamp, history_items) and item_categories maps every item
+    of the log to its category.
+    """
+    rng = np.random.default_rng(seed)
+    events = events.sort_values(["user_id", "timestamp"], kind="stable")
+    item_categories = dict(zip(events["item_id"], events["category_id"]))
+    pool, weights = _negative_pool(events, popularity_alpha)
+    counts = {"positives": 0, "negatives": 0, "no earlier behaviour": 0, "repeat of an earlier item": 0}
+    rows = []
+    groups = events.groupby("user_id", sort=False)
+    for user, frame in (progress(groups, total=groups.ngroups) if progress else groups):
+        items = frame["item_id"].to_numpy()
+        times = frame["timestamp"].to_numpy()
+        touched = set(items.tolist())
+        seen = set()
+        for j in range(len(items)):
+            item = items[j]
+            if item in seen:
+                counts["repeat of an earlier item"] += 1
+                continue
+            seen.add(item)
+            k = int(np.searchsorted(times, times[j], side="left"))  # events strictly earlier
+            if k == 0:
+                counts["no earlier behaviour"] += 1
+                continue
+            past = items[max(0, k - history):k].tolist()
+            rows.append((user, item, 1, times[j], past))
+            counts["positives"] += 1
+            for negative in _sample_negatives(rng, pool, weights, touched, neg_ratio):
+                rows.append((user, negative, 0, times[j], past))
+                counts["negatives"] += 1
+    return rows, item_categories, counts
+
+
+def _negative_pool(events, popularity_alpha):
+    popularity = events["item_id"].value_counts()
+    pool = popularity.index.to_numpy()
+    if popularity_alpha is None:
+        return pool, None
+    weights = popularity.to_numpy().astype(np.float64) ** popularity_alpha
+    return pool, weights / weights.sum()
+
+
+def _sample_negatives(rng, pool, weights, touched, count):
+    """``count`` distinct items from ``pool`` that are not in ``touched``."""
+    chosen = []
+    while len(chosen) < count:
+        for item in rng.choice(pool, size=2 * count + 4, p=weights).tolist():
+            if item not in touched and item not in chosen:
+                chosen.append(item)
+                if len(chosen) == count:
+                    break
+    return chosen
+
+
+def convert(path, dataset="taobao-ctr", out_dir="dataset", history=50, neg_ratio=1,
+            popularity_alpha=None, behaviors=BEHAVIORS, time_window=TIME_WINDOW, max_users=None,
+            seed=2020, progress=True):
+    """UserBehavior CSV -> ``<out_dir>/<dataset>/<dataset>.inter`` + ``.item`` for MDAF / DCNv3."""
+    if history < 1 or neg_ratio < 1:
+        raise ConfigError(f"history={history} and neg_ratio={neg_ratio} must both be >= 1")
+    events, dropped = read_user_behavior(path, behaviors, time_window, progress)
+    if max_users:
+        keep = events["user_id"].drop_duplicates().iloc[:max_users]
+        events = events[events["user_id"].isin(keep)]
+    bar = (lambda groups, total: tqdm(groups, total=total, desc="users", leave=False)) if progress else None
+    rows, item_categories, counts = build_ctr_rows(events, history, neg_ratio, popularity_alpha, seed, bar)
+    inter_path = write_atomic(
+        dataset_file(out_dir, dataset, "inter"), INTER_COLUMNS,
+        ((u, i, label, t, " ".join(map(str, past))) for u, i, label, t, past in rows), progress,
+    )
+    item_path = write_atomic(dataset_file(out_dir, dataset, "item"), ITEM_COLUMNS, item_categories.items(), progress)
+    not_rows = collections.Counter(dropped)
+    not_rows["target: no earlier behaviour"] = counts["no earlier behaviour"]
+    not_rows["target: repeat of an earlier item"] = counts["repeat of an earlier item"]
+    summary = Summary(
+        dataset=dataset, files=[inter_path, item_path], users=int(events["user_id"].nunique()),
+        items=len(item_categories), interactions=0, dropped=not_rows,
+        notes=[f"users {int(events['user_id'].nunique()):,}  items {len(item_categories):,}  "
+               f"rows {len(rows):,}",
+               f"{counts['positives']:,} positive + {counts['negatives']:,} negative rows "
+               f"(history <= {history}, {neg_ratio} negative(s) per positive, "
+               f"{'popularity^' + str(popularity_alpha) if popularity_alpha is not None else 'uniform'} negatives)"],
+    )
+    return summary
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m recbole_mamba.data.ctr", description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="UserBehavior.csv (user_id,item_id,category_id,behavior_type,timestamp)")
+    parser.add_argument("--dataset", default="taobao-ctr", help="dataset name (default taobao-ctr)")
+    parser.add_argument("--out-dir", default="dataset", help="RecBole data_path (default ./dataset)")
+    parser.add_argument("--history", type=int, default=50, help="behaviours kept per history (default 50)")
+    parser.add_argument("--neg-ratio", type=int, default=1, help="negatives per positive (default 1)")
+    parser.add_argument("--popularity-alpha", type=float, default=None,
+                        help="sample negatives by popularity^alpha (default: uniform)")
+    parser.add_argument("--behaviors", default=",".join(BEHAVIORS), help="behaviours that count (default all)")
+    parser.add_argument("--max-users", type=int, default=None, help="first N users only (samples)")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        summary = convert(
+            args.input, args.dataset, args.out_dir, args.history, args.neg_ratio, args.popularity_alpha,
+            [b.strip() for b in args.behaviors.split(",") if b.strip()], TIME_WINDOW, args.max_users,
+            args.seed, not args.quiet,
+        )
+    except (RecboleMambaError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    print(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""MDAF and DCNv3 (CTR): layer equations, gate, label smoothing, pooling, the Taobao
+CTR converter on a real slice, and tiny end-to-end runs through RecBole."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset
+
+import recbole_mamba
+from recbole_mamba.data.ctr import convert as convert_ctr
+from recbole_mamba.data.taobao import read_user_behavior
+from recbole_mamba.errors import ConfigError
+from recbole_mamba.model.ctr_base import smoothed_targets
+from recbole_mamba.model.dcnv3 import CrossLayer, self_mask
+from recbole_mamba.model.mdaf import FUSIONS, gated_fusion
+from recbole_mamba.trainer import warmup_cosine_factor
+
+from conftest import REPO
+
+RAW_SLICE = os.path.join(REPO, "dataset_atomic", "raw", "taobao", "UserBehavior_head.csv")
+CTR_SAMPLE = os.path.join(REPO, "dataset_atomic")
+TINY_CTR = {
+    "data_path": CTR_SAMPLE, "use_gpu": False, "show_progress": False, "state": "WARNING",
+    "hidden_size": 32, "d_state": 8, "user_embedding_size": 16, "item_embedding_size": 16,
+    "category_embedding_size": 8, "train_batch_size": 512, "epochs": 1, "warmup_epochs": 1, "seed": 2020,
+}
+
+
+def test_self_mask_and_cross_layer_equations():
+    torch.manual_seed(0)
+    for exponential in (False, True):
+        layer = CrossLayer(4, dropout=0.0, exponential=exponential).eval()
+        with torch.no_grad():
+            layer.b.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        x0, x = torch.randn(3, 4), torch.randn(3, 4)
+        h = x @ layer.W.weight.t()  # [3, 2]
+        ln = torch.nn.functional.layer_norm(h, (2,), layer.layer_norm.weight, layer.layer_norm.bias)
+        mask = torch.cat([h, h * torch.relu(ln)], dim=-1)  # [3, 4]
+        multiplier = x if exponential else x0
+        torch.testing.assert_close(layer(x0, x), multiplier * (mask + layer.b) + x)
+        torch.testing.assert_close(self_mask(h, layer.layer_norm), mask)
+    with pytest.raises(ConfigError, match="even width"):
+        CrossLayer(5, 0.0, False)
+
+
+def test_label_smoothing_and_fusion_and_schedule():
+    torch.testing.assert_close(smoothed_targets(torch.tensor([0.0, 1.0]), 0.05), torch.tensor([0.025, 0.975]))
+    s, q, g = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([[0.2], [0.9]])
+    torch.testing.assert_close(gated_fusion(g, s, q), torch.stack([0.2 * s[0] + 0.8 * q[0], 0.9 * s[1] + 0.1 * q[1]]))
+    factors = [warmup_cosine_factor(e, 2, 10) for e in range(10)]
+    assert factors[:3] == [0.5, 1.0, 1.0] and factors[-1] < factors[3] and all(0 < f <= 1 for f in factors)
+
+
+def test_ctr_converter_on_a_real_slice(tmp_path):
+    summary = convert_ctr(RAW_SLICE, "slice", str(tmp_path), history=5, neg_ratio=2, progress=False)
+    events, _ = read_user_behavior(RAW_SLICE, progress=False)
+    inter = os.path.join(tmp_path, "slice", "slice.inter")
+    with open(inter) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    assert header == ["user_id:token", "item_id:token", "label:float", "timestamp:float", "item_id_list:token_seq"]
+    by_user = {u: frame for u, frame in events.groupby("user_id")}
+    positives = negatives = 0
+    for user, item, label, timestamp, history in rows:
+        frame = by_user[int(user)]
+        past = [int(i) for i in history.split(" ")]
+        assert 1 <= len(past) <= 5
+        earlier = frame[frame["timestamp"] < float(timestamp)]
+        assert past == earlier["item_id"].tolist()[-len(past):]  # the latest earlier behaviours, oldest first
+        assert int(item) not in past  # never the target itself
+        if label == "1":
+            positives += 1
+        else:
+            negatives += 1
+            assert int(item) not in set(frame["item_id"])  # never an item the user touched
+    assert negatives == 2 * positives > 0
+    with open(os.path.join(tmp_path, "slice", "slice.item")) as f:
+        categories = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])
+    assert {r[1] for r in rows} <= set(categories)
+
+
+@pytest.fixture(scope="module")
+def ctr_dataset():
+    import sys
+
+    saved = sys.argv
+    sys.argv = sys.argv[:1]
+    try:
+        from recbole.data import data_preparation
+
+        config = Config(model="MDAF", dataset="taobao-ctr", config_dict=dict(TINY_CTR))
+        train, _, _ = data_preparation(config, create_dataset(config))
+        return config, train._dataset, next(iter(train))
+    finally:
+        sys.argv = saved
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_mdaf_ablations_build_and_score(ctr_dataset, fusion):
+    config, dataset, batch = ctr_dataset
+    config = Config(model="MDAF", dataset="taobao-ctr", config_dict={**TINY_CTR, "fusion": fusion})
+    model = recbole_mamba.get_model("MDAF")(config, dataset).eval()
+    probs = model.predict(batch)
+    assert probs.shape == (len(batch),) and torch.all((probs > 0) & (probs < 1))
+    if fusion == "gate":
+        g = model.gate_values(batch)
+        assert torch.all((g > 0) & (g < 1))
+        s, q, gate = model.branches(batch)
+        torch.testing.assert_close(model(batch), model.head(gate * s + (1 - gate) * q).squeeze(-1))
+
+
+def test_mdaf_sequence_pooling_ignores_padding(ctr_dataset):
+    config, dataset, batch = ctr_dataset
+    model = recbole_mamba.get_model("MDAF")(config, dataset).eval()
+    with torch.no_grad():
+        base = model.sequence_vector(batch)
+        assert (batch[model.ITEM_SEQ] == 0).any()  # some rows are padded
+        from recbole.data.interaction import Interaction
+
+        longer = Interaction(dict(batch.interaction))
+        padding = torch.zeros(len(batch), 7, dtype=torch.long)
+        longer.interaction[model.ITEM_SEQ] = torch.cat([batch[model.ITEM_SEQ], padding], dim=1)
+        torch.testing.assert_close(model.sequence_vector(longer), base)
+
+
+def test_mdaf_needs_categories(ctr_dataset):
+    config = Config(model="MDAF", dataset="taobao-ctr",
+                    config_dict={**TINY_CTR, "load_col": {"inter": ["user_id", "item_id", "label", "timestamp", "item_id_list"]}})
+    dataset = create_dataset(config)
+    with pytest.raises(ConfigError, match="item categories are missing"):
+        recbole_mamba.get_model("MDAF")(config, dataset)
+
+
+def test_mdaf_and_dcnv3_train_end_to_end_and_gate_report(tmp_path):
+    from recbole.quick_start import run_recbole
+    from recbole_mamba.gate_analysis import analyse_checkpoint
+
+    for model_name in ("DCNv3", "MDAF"):
+        result = run_recbole(model=model_name, dataset="taobao-ctr", config_dict=dict(TINY_CTR))
+        test = result["test_result"]
+        assert set(test) == {"auc", "logloss"} and 0 < test["auc"] < 1 and 0 < test["logloss"] < 2
+    checkpoint = [f for f in os.listdir("saved") if f.startswith("MDAF-")][0]
+    stats, rows = analyse_checkpoint(os.path.join("saved", checkpoint), str(tmp_path / "gate"), progress=False)
+    assert 0 < stats["mean"] < 1 and stats["rows"] == sum(r["rows"] for r in rows)
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-9
+    for name in ("gate_hist.png", "gate_buckets.csv", "gate_buckets.md", "gate_stats.json"):
+        assert os.path.getsize(tmp_path / "gate" / name) > 0
+    assert json.load(open(tmp_path / "gate" / "gate_stats.json"))["median"] == pytest.approx(stats["median"])
