@@ -21,6 +21,8 @@ PLUGIN_MODELS = {
     "Mamba4Rec": "recbole_mamba.model.mamba4rec",
     "BiMamba4Rec": "recbole_mamba.model.bimamba4rec",
     "GRU4Rec": "recbole_mamba.model.gru4rec",
+    "MDAF": "recbole_mamba.model.mdaf",
+    "DCNv3": "recbole_mamba.model.dcnv3",
 }
 
 # RecBole's quick-start YAMLs applied after the model YAML, by model type
