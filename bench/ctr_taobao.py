@@ -50,13 +50,17 @@ def count_parameters(model_name, config_dict):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default=DEFAULT_INPUT)
-    parser.add_argument("--max-users", type=int, default=200)
+    parser.add_argument("--max-users", type=int, default=100)
     parser.add_argument("--history", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=64, help="MDAF branch width (thesis: 128)")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256, help="train batch size for every model")
+    parser.add_argument("--learning-rate", type=float, default=1e-3,
+                        help="for every model (the thesis' 3e-4 needs more steps than a CPU budget has)")
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="MDAF warm-up (thesis: 2)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ctr_taobao.json"))
     args = parser.parse_args()
     if not os.path.isfile(args.input):
@@ -75,7 +79,8 @@ def main():
     print(summary, flush=True)
     common = {
         "data_path": data_dir, "use_gpu": False, "show_progress": False, "state": "WARNING",
-        "epochs": args.epochs, "stopping_step": 3, "train_batch_size": 1024, "eval_batch_size": 4096,
+        "epochs": args.epochs, "stopping_step": 3, "train_batch_size": args.batch, "eval_batch_size": 4096,
+        "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
         "checkpoint_dir": os.path.join(HERE, "out", "ctr_checkpoints"), "seq_len": {"item_id_list": args.history},
     }
     mdaf_widths = {"hidden_size": args.hidden}
@@ -106,8 +111,9 @@ def main():
     result = {
         "benchmark": "CTR on Taobao UserBehavior (real data), time-ordered 80/10/10 split",
         "data": {"input": os.path.basename(args.input), "max_users": args.max_users, "history": args.history,
-                 "negatives_per_positive": 1, "summary": str(summary)},
-        "budget": {"threads": args.threads, "epochs": args.epochs, "stopping_step": 3, "train_batch_size": 1024, "seeds": args.seeds,
+                 "negatives_per_positive": 1, "negatives": "same-day popularity", "summary": str(summary)},
+        "budget": {"threads": args.threads, "epochs": args.epochs, "stopping_step": 3, "train_batch_size": args.batch,
+                   "learning_rate": args.learning_rate, "mdaf_warmup_epochs": args.warmup_epochs, "seeds": args.seeds,
                    "mdaf_hidden_size": args.hidden},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

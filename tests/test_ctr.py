@@ -10,7 +10,7 @@ from recbole.config import Config
 from recbole.data import create_dataset
 
 import recbole_mamba
-from recbole_mamba.data.ctr import convert as convert_ctr
+from recbole_mamba.data.ctr import convert as convert_ctr, day_of
 from recbole_mamba.data.taobao import read_user_behavior
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.ctr_base import smoothed_targets
@@ -76,6 +76,8 @@ def test_ctr_converter_on_a_real_slice(tmp_path):
         else:
             negatives += 1
             assert int(item) not in set(frame["item_id"])  # never an item the user touched
+            same_day = events[events["timestamp"].map(day_of) == day_of(float(timestamp))]
+            assert int(item) in set(same_day["item_id"])  # drawn from that day's behaviours
     assert negatives == 2 * positives > 0
     with open(os.path.join(tmp_path, "slice", "slice.item")) as f:
         categories = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])

@@ -3,9 +3,14 @@
 Each positive row is a user's first behaviour on an item (so the target item is
 never in its own history); its history is the user's behaviours strictly before it
 in time, the last ``history`` of them, oldest first.  Each positive gets
-``neg_ratio`` negatives: items the user never touched at any time, drawn uniformly
-or by popularity^alpha, with the same user, time and history.  RecBole then splits
-the rows by time (props/dataset/taobao-ctr.yaml: order TO).
+``neg_ratio`` negatives: items the user never touched at any time, drawn from the
+other behaviours of the *same day* (so by that day's popularity), with the same user,
+time and history.  Drawing from the same day matters: with a pool over the whole log,
+negatives are mostly items already known from training while test positives are
+mostly new items, and every model learns a rule that flips on the test split (AUC
+below 0.5 for DCNv3 here).  ``--popularity-alpha`` reweights the day's distinct
+items by count^alpha (0 = uniform over them).  RecBole then splits the rows by time
+(props/dataset/taobao-ctr.yaml: order TO).
 """
 import argparse
 import collections
@@ -33,7 +38,7 @@ def build_ctr_rows(events, history=50, neg_ratio=1, popularity_alpha=None, seed=
     rng = np.random.default_rng(seed)
     events = events.sort_values(["user_id", "timestamp"], kind="stable")
     item_categories = dict(zip(events["item_id"], events["category_id"]))
-    pool, weights = _negative_pool(events, popularity_alpha)
+    pools = _daily_pools(events, popularity_alpha)
     counts = {"positives": 0, "negatives": 0, "no earlier behaviour": 0, "repeat of an earlier item": 0}
     rows = []
     groups = events.groupby("user_id", sort=False)
@@ -55,31 +60,42 @@ def build_ctr_rows(events, history=50, neg_ratio=1, popularity_alpha=None, seed=
             past = items[max(0, k - history):k].tolist()
             rows.append((user, item, 1, times[j], past))
             counts["positives"] += 1
+            pool, weights = pools[day_of(times[j])]
             for negative in _sample_negatives(rng, pool, weights, touched, neg_ratio):
                 rows.append((user, negative, 0, times[j], past))
                 counts["negatives"] += 1
     return rows, item_categories, counts
 
 
-def _negative_pool(events, popularity_alpha):
-    popularity = events["item_id"].value_counts()
-    pool = popularity.index.to_numpy()
-    if popularity_alpha is None:
-        return pool, None
-    weights = popularity.to_numpy().astype(np.float64) ** popularity_alpha
-    return pool, weights / weights.sum()
+def day_of(timestamp):
+    """Calendar day in Beijing time (UTC+8), the dataset's clock."""
+    return int((timestamp + 8 * 3600) // 86400)
+
+
+def _daily_pools(events, popularity_alpha):
+    """day -> (items, weights): that day's behaviours, as negatives are drawn from them."""
+    pools = {}
+    days = (events["timestamp"].to_numpy() + 8 * 3600) // 86400
+    for day, frame in events.groupby(days):
+        if popularity_alpha is None:  # one entry per behaviour: the day's popularity
+            pools[int(day)] = (frame["item_id"].to_numpy(), None)
+        else:
+            popularity = frame["item_id"].value_counts()
+            weights = popularity.to_numpy().astype(np.float64) ** popularity_alpha
+            pools[int(day)] = (popularity.index.to_numpy(), weights / weights.sum())
+    return pools
 
 
 def _sample_negatives(rng, pool, weights, touched, count):
     """``count`` distinct items from ``pool`` that are not in ``touched``."""
     chosen = []
-    while len(chosen) < count:
+    for _ in range(1000):
         for item in rng.choice(pool, size=2 * count + 4, p=weights).tolist():
             if item not in touched and item not in chosen:
                 chosen.append(item)
                 if len(chosen) == count:
-                    break
-    return chosen
+                    return chosen
+    return chosen  # the day has fewer than ``count`` items this user never touched
 
 
 def convert(path, dataset="taobao-ctr", out_dir="dataset", history=50, neg_ratio=1,
@@ -109,7 +125,7 @@ def convert(path, dataset="taobao-ctr", out_dir="dataset", history=50, neg_ratio
                f"rows {len(rows):,}",
                f"{counts['positives']:,} positive + {counts['negatives']:,} negative rows "
                f"(history <= {history}, {neg_ratio} negative(s) per positive, "
-               f"{'popularity^' + str(popularity_alpha) if popularity_alpha is not None else 'uniform'} negatives)"],
+               f"{'same-day popularity' if popularity_alpha is None else f'same-day count^{popularity_alpha}'} negatives)"],
     )
     return summary
 
@@ -122,7 +138,7 @@ def build_parser():
     parser.add_argument("--history", type=int, default=50, help="behaviours kept per history (default 50)")
     parser.add_argument("--neg-ratio", type=int, default=1, help="negatives per positive (default 1)")
     parser.add_argument("--popularity-alpha", type=float, default=None,
-                        help="sample negatives by popularity^alpha (default: uniform)")
+                        help="weight the day's distinct items by count^alpha (default: by behaviours)")
     parser.add_argument("--behaviors", default=",".join(BEHAVIORS), help="behaviours that count (default all)")
     parser.add_argument("--max-users", type=int, default=None, help="first N users only (samples)")
     parser.add_argument("--seed", type=int, default=2020)
