@@ -6,6 +6,7 @@ epochs (an epoch covers every training target once in either mode) and is tested
 its final weights; epoch time is the mean wall time of a training epoch.
 
     python bench/gru4rec_losses.py                  # writes bench/results/gru4rec_losses.json
+    python bench/gru4rec_losses.py --resume         # finish an interrupted run
     python bench/gru4rec_losses.py --seeds 2020 --epochs 1 --losses CE --modes prefix
 """
 import argparse
@@ -80,6 +81,12 @@ def markdown(results):
     return "\n".join(lines)
 
 
+def write(report, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
@@ -88,34 +95,39 @@ def main():
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, run the rest")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as its own
     torch.set_num_threads(args.threads)
 
-    results = []
-    for loss_type in args.losses:
-        for train_mode in args.modes:
-            runs = []
-            for seed in args.seeds:
-                runs.append({"seed": seed, **run_one(loss_type, train_mode, seed, args.epochs)})
-                print(loss_type, train_mode, runs[-1], flush=True)
-            results.append({"loss_type": loss_type, "train_mode": train_mode, "mean": summarise(runs), "runs": runs})
-
     report = {
         "what": "GRU4Rec (recbole-mamba) on ml-100k, every loss x training mode; mean ± std over seeds",
-        "budget": f"{args.epochs} epochs per run, no early stopping, tested with the final weights; "
-                  "a short budget chosen to fit ~15 min on 2 shared CPU cores, not converged results",
+        "budget": f"{args.epochs} epoch(s) per run, no early stopping, tested with the final weights; "
+                  "a short budget chosen for 2 shared CPU cores, not converged results",
         "dataset": "ml-100k from RecBole's wheel, RecBole's sequential defaults (leave-one-out, full ranking)",
         "settings": SETTINGS,
         "seeds": args.seeds,
         "epochs": args.epochs,
         "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                     f"{args.threads} CPU threads (shared machine: times are indicative)",
-        "results": results,
+        "results": [],
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    if args.resume and os.path.isfile(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            report = json.load(f)
+    done = {(row["loss_type"], row["train_mode"]) for row in report["results"]}
+    for loss_type in args.losses:
+        for train_mode in args.modes:
+            if (loss_type, train_mode) in done:
+                continue
+            runs = []
+            for seed in args.seeds:
+                runs.append({"seed": seed, **run_one(loss_type, train_mode, seed, args.epochs)})
+                print(loss_type, train_mode, runs[-1], flush=True)
+            report["results"].append(
+                {"loss_type": loss_type, "train_mode": train_mode, "mean": summarise(runs), "runs": runs})
+            write(report, args.out)  # after every row, so an interrupted run can --resume
+    results = report["results"]
     print(markdown(results))
 
 
