@@ -3,7 +3,8 @@
 Same flags as RecBole's own ``run_recbole.py`` (``--model``, ``--dataset``,
 ``--config_files``, ``--nproc``, ``--ip``, ``--port``, ``--world_size``,
 ``--group_offset``); every other ``--key=value`` goes to RecBole's Config as usual.
-``--recommend`` switches to top-k inference from a checkpoint (:mod:`recbole_mamba.infer`).
+``--recommend`` switches to top-k inference from a checkpoint (:mod:`recbole_mamba.infer`),
+``--tune`` to hyper-parameter tuning with Ray Tune (:mod:`recbole_mamba.tune`).
 """
 import argparse
 import sys
@@ -34,6 +35,10 @@ def main(argv=None):
         from recbole_mamba.infer import main as recommend
 
         return recommend([a for a in argv if a != "--recommend"], prog="run_recbole.py --recommend")
+    if "--tune" in argv:
+        from recbole_mamba.tune import main as tune
+
+        return tune([a for a in argv if a != "--tune"], prog="run_recbole.py --tune")
     args, _ = build_parser().parse_known_args(argv)
 
     import recbole_mamba  # noqa: F401  (registers the models, applies the compat fixes)

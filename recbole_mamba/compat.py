@@ -57,6 +57,8 @@ def _quiet_known_warnings():
     # with the pinned versions and would otherwise print on every run.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+    # ray 2.6's tensorboardX logger names np.bool8 (deprecated, still there in numpy < 2)
+    warnings.filterwarnings("ignore", message=r"`np\.bool8` is a deprecated alias", category=DeprecationWarning)
 
 
 def apply():
@@ -82,3 +84,9 @@ def apply():
 
     datasets.install()
     checkpoints.install()
+
+    # RecBole's distributed mode (nproc, world_size): gloo on CPU-only machines, CPU
+    # DDP, and spawned ranks that know our models (see recbole_mamba.distributed)
+    from recbole_mamba import distributed
+
+    distributed.install()
