@@ -4,6 +4,7 @@ RecBole's Config reads ``--key=value`` from ``sys.argv`` (pytest's own flags
 included) and writes ./log and ./saved, so every test runs with a one-entry argv
 in its own temporary directory.
 """
+import contextlib
 import os
 import sys
 
@@ -44,17 +45,24 @@ def shared_path(*parts):
     return path
 
 
-@pytest.fixture(scope="session")
-def ml100k():
-    """ml-100k (from RecBole's wheel) loaded once for model-level tests."""
+@contextlib.contextmanager
+def recbole_argv():
+    """A one-entry argv for module/session fixtures (the autouse fixture covers tests)."""
     saved_argv = sys.argv
     sys.argv = sys.argv[:1]
     try:
+        yield
+    finally:
+        sys.argv = saved_argv
+
+
+@pytest.fixture(scope="session")
+def ml100k():
+    """ml-100k (from RecBole's wheel) loaded once for model-level tests."""
+    with recbole_argv():
         import recbole_mamba  # noqa: F401
         from recbole.config import Config
         from recbole.data import create_dataset
 
         config = Config(model="Mamba4Rec", dataset="ml-100k", config_dict=dict(TINY))
         return config, create_dataset(config)
-    finally:
-        sys.argv = saved_argv

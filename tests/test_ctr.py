@@ -18,7 +18,7 @@ from recbole_mamba.model.dcnv3 import CrossLayer, self_mask
 from recbole_mamba.model.mdaf import FUSIONS, gated_fusion
 from recbole_mamba.trainer import warmup_cosine_factor
 
-from conftest import REPO
+from conftest import REPO, recbole_argv
 
 RAW_SLICE = os.path.join(REPO, "dataset_atomic", "raw", "taobao", "UserBehavior_head.csv")
 CTR_SAMPLE = os.path.join(REPO, "dataset_atomic")
@@ -86,18 +86,12 @@ def test_ctr_converter_on_a_real_slice(tmp_path):
 
 @pytest.fixture(scope="module")
 def ctr_dataset():
-    import sys
+    from recbole.data import data_preparation
 
-    saved = sys.argv
-    sys.argv = sys.argv[:1]
-    try:
-        from recbole.data import data_preparation
-
+    with recbole_argv():
         config = Config(model="MDAF", dataset="taobao-ctr", config_dict=dict(TINY_CTR))
         train, _, _ = data_preparation(config, create_dataset(config))
         return config, train._dataset, next(iter(train))
-    finally:
-        sys.argv = saved
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
