@@ -1,0 +1,67 @@
+"""Shared pieces of the benchmark scripts: machine/version record, RecBole setup on CPU."""
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+RESULTS = os.path.join(HERE, "results")
+OUT = os.path.join(HERE, "out")  # gitignored: converted data, checkpoints, RecBole logs
+
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def machine_record(threads):
+    """Where and with what a benchmark ran; load average because the cores are shared."""
+    import numpy
+    import torch
+    import recbole
+
+    import recbole_mamba
+
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "torch_threads": threads, "loadavg_1_5_15": load},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "recbole": recbole.__version__, "numpy": numpy.__version__,
+                     "recbole_mamba": recbole_mamba.__version__},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def recbole_config(model_name, dataset, config_dict):
+    """RecBole Config that ignores this process's argv (RecBole parses ``--key=value`` from it)."""
+    import recbole_mamba  # noqa: F401  (registers the plugin models)
+    from recbole.config import Config
+
+    saved_argv = sys.argv
+    sys.argv = sys.argv[:1]
+    try:
+        return Config(model=model_name, dataset=dataset, config_dict=config_dict)
+    finally:
+        sys.argv = saved_argv
+
+
+def mean_std(values):
+    """(mean, sample std) of a list; std 0 for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def save_json(result, path):
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {path}", flush=True)

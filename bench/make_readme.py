@@ -1,0 +1,170 @@
+"""Markdown section from the benchmark JSON: bench/results/README_section.md.
+
+    python bench/make_readme.py [--results bench/results]
+
+Every number in the section comes from the JSON files next to it; a missing file
+leaves its part out with a note.
+"""
+import argparse
+import json
+import os
+
+from common import RESULTS
+
+# SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
+SEED_PAPER = {
+    "ML-1M": {"Mamba4Rec": (0.3109, 0.1795, 0.1395), "BiMamba4Rec": (0.3374, 0.2006, 0.1587)},
+    "Video Games": {"Mamba4Rec": (0.1150, 0.0612, 0.0450), "BiMamba4Rec": (0.1245, 0.0629, 0.0444)},
+}
+METRICS = ("hit@10", "ndcg@10", "mrr@10")
+
+
+def load(results, name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def pm(cell):
+    return f"{cell['mean']:.4f} ± {cell['std']:.4f}"
+
+
+def machine_line(result):
+    m, v = result["machine"], result["versions"]
+    load = m.get("loadavg_1_5_15")
+    load_text = f", load average {load[0]:.1f} at start" if load else ""
+    end = m.get("loadavg_1_5_15_end")
+    if end:
+        load_text += f" / {end[0]:.1f} at end"
+    return (f"{m['cpus']} CPUs, {m['torch_threads']} torch threads{load_text}; torch {v['torch']}, "
+            f"RecBole {v['recbole']}, Python {v['python']}; {result.get('date_utc', '')}")
+
+
+def accuracy_section(acc):
+    lines = ["### Accuracy (sequential, full ranking, leave-one-out by time)", ""]
+    b = acc["budget"]
+    lines += [f"Budget (reduced for 2 shared CPU cores): {b['summary']}; lr {b['learning_rate']}, {b['loss']}, "
+              f"layers: {b['layers']}. Protocol: {acc['protocol']}. Machine: {machine_line(acc)}. "
+              f"Wall time {acc.get('wall_s', 0) / 60:.1f} min.", ""]
+    subsets = b.get("subsets") or {}
+    if subsets.get("amazon-video-games"):
+        s = subsets["amazon-video-games"]
+        lines += [f"Amazon Video Games: SASRec's `Video.txt` (2014 Games, 31,013 users) converted with "
+                  f"`python -m recbole_mamba.data seqfile`, then {s['users_drawn']:,} users drawn uniformly "
+                  f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
+    if subsets.get("ml-100k"):
+        s = subsets["ml-100k"]
+        lines += [f"ml-100k: RecBole's copy, {s['users_drawn']:,} of 943 users drawn uniformly "
+                  f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
+    if acc.get("skipped"):
+        lines += [f"**Not run (time limit reached):** {len(acc['skipped'])} runs: "
+                  + ", ".join(f"{r['model']}/{r['dataset']}/seed {r['seed']}" for r in acc["skipped"]) + ".", ""]
+    for dataset, block in acc["summary"].items():
+        stats = next(r["dataset_stats"] for r in acc["runs"] if r["dataset"] == dataset)
+        lines += [f"**{dataset}** ({stats['users']:,} users, {stats['items']:,} items, "
+                  f"{stats['interactions']:,} interactions after filtering)", "",
+                  "| model | Hit@10 | NDCG@10 | MRR@10 | seeds | epochs run (mean) | train s/epoch | params |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for model_name, row in block["models"].items():
+            lines.append(f"| {model_name} | {pm(row['hit@10'])} | {pm(row['ndcg@10'])} | {pm(row['mrr@10'])} | "
+                         f"{len(row['seeds'])} | {row['epochs_run_mean']:.1f} | {row['train_s_per_epoch_mean']:.1f} | "
+                         f"{row['params']:,} |")
+        claim = block.get("seed_claim")
+        if claim:
+            parts = [f"{m.split('@')[0].upper() if m.startswith('mrr') else m.split('@')[0].capitalize()}@10 "
+                     f"{v['mean_diff']:+.4f} (BiMamba4Rec better on {v['bimamba_wins']}/{v['seeds']} seeds)"
+                     for m, v in claim["by_metric"].items()]
+            verdict = "holds" if claim["holds_on_all_metrics_in_mean"] else "does not hold on every metric"
+            lines += ["", f"Seed claim *BiMamba4Rec beats Mamba4Rec* on {dataset} (paired by seed, BiMamba − Mamba): "
+                      + "; ".join(parts) + f". In the mean it {verdict} at this budget."]
+        lines.append("")
+    lines += ["For context, the seed paper at paper scale (GPU, ML-1M L=200 / Video Games L=50, d=64, up to 300 "
+              "epochs; not comparable with the reduced CPU budget above):", "",
+              "| dataset | model | Hit@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|"]
+    for dataset, rows in SEED_PAPER.items():
+        for model_name, values in rows.items():
+            lines.append(f"| {dataset} | {model_name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    return lines
+
+
+def speed_section(speed, scan):
+    lines = ["### Speed and memory (CPU)", ""]
+    if speed:
+        lines += [f"Batch {speed['batch']}, median of {speed['repeats']} after {speed['warmup']} warm-up; "
+                  f"{speed['config']}. Peak memory = growth of the process's max RSS during training "
+                  f"(one process per model). Machine: {machine_line(speed)}.", "",
+                  "| model | L | train step ms | × SASRec | train peak MB | × SASRec | full-sort ms/batch | × SASRec |",
+                  "|---|---|---|---|---|---|---|---|"]
+        ratios = speed.get("ratio_vs_SASRec", {})
+        for row in speed["rows"]:
+            r = ratios.get(f"{row['model']}_L{row['length']}", {})
+
+            def x(key):
+                return f"{r[key]:.2f}" if r.get(key) else ("1.00" if row["model"] == "SASRec" else "–")
+
+            lines.append(f"| {row['model']} | {row['length']} | {row['train_step_ms']:.0f} | {x('train_step_ms')} | "
+                         f"{row['train_peak_extra_mb']:.0f} | {x('train_peak_extra_mb')} | "
+                         f"{row['infer_batch_ms']:.1f} | {x('infer_batch_ms')} |")
+        lines += ["", "![speed and memory](speed_memory.png)", ""]
+    if scan:
+        shape = scan["shape"]
+        lines += [f"Selective-scan backends, one Mamba block forward+backward (B={shape['batch']}, d={shape['d_model']}, "
+                  f"N={shape['d_state']}, expand {shape['expand']}, {scan['threads']} threads, median of "
+                  f"{scan['repeats']}; `bench/scan_speed.py`):", "",
+                  "| L | recbole_mamba (ms) | plain loop (ms) | mambapy pscan (ms) | loop / ours | mambapy / ours | "
+                  "peak MB ours / loop / mambapy |", "|---|---|---|---|---|---|---|"]
+        by = {(r["impl"], r["length"]): r for r in scan["rows"]}
+        for length in sorted({r["length"] for r in scan["rows"]}):
+            cells = [by.get((impl, length)) for impl in ("recbole_mamba", "plain_loop", "mambapy_pscan")]
+            ms = [f"{c['median_ms']:.1f}" if c else "–" for c in cells]
+            mb = [f"{c['peak_extra_mb']:.0f}" if c else "–" for c in cells]
+            ratio = [f"{cells[i]['median_ms'] / cells[0]['median_ms']:.1f}×" if cells[0] and cells[i] else "–"
+                     for i in (1, 2)]
+            lines.append(f"| {length} | " + " | ".join(ms + ratio) + f" | {' / '.join(mb)} |")
+        lines.append("")
+    return lines
+
+
+def params_section(params):
+    lines = ["### Parameters (ML-1M, paper configs)", "",
+             "| model | measured | seed paper (Table 2) | match |", "|---|---|---|---|"]
+    for row in params["rows"]:
+        expected = f"{row['expected']:,}" if row["expected"] else "–"
+        match = {True: "yes", False: "**no**", None: "–"}[row["matches"]]
+        lines.append(f"| {row['model']} | {row['params']:,} | {expected} | {match} |")
+    return lines + ["", "![parameters](params.png)", ""]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=RESULTS)
+    args = parser.parse_args()
+    acc, speed = load(args.results, "accuracy.json"), load(args.results, "speed_memory.json")
+    scan, params = load(args.results, "scan_speed_lengths.json"), load(args.results, "params.json")
+    lines = ["## Benchmarks (CPU)", "",
+             "Generated by `python bench/make_readme.py` from the JSON in `bench/results/`; re-run everything with "
+             "`python bench/suite.py` (about 20 minutes on 2 CPU cores).", "",
+             "**Not run here:** the paper-scale runs (ML-1M at L=200, d=64, up to 300 epochs; GPU memory and "
+             "time per epoch as in the papers' efficiency tables) need a GPU, and none was lent to this run. "
+             "All accuracy numbers below are from a reduced CPU budget, stated with each table.", ""]
+    if params:
+        lines += params_section(params)
+    if speed or scan:
+        lines += speed_section(speed, scan)
+    if acc:
+        lines += accuracy_section(acc)
+    missing = [n for n, r in (("params", params), ("speed_memory", speed), ("scan_speed_lengths", scan),
+                              ("accuracy", acc)) if r is None]
+    if missing:
+        lines += [f"(No results yet for: {', '.join(missing)}.)", ""]
+    path = os.path.join(args.results, "README_section.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
