@@ -44,7 +44,8 @@ def steps(args, results):
                           "--repeats", "2", "--threads", str(args.threads), "--scan-json", scan_json]),
         ("accuracy", [python, f"{HERE}/accuracy.py", "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs),
                       "--games-users", str(args.games_users), "--ml100k-users", str(args.ml100k_users),
-                      "--threads", str(args.threads)]),
+                      "--stopping-step", "1",
+                      "--threads", str(args.accuracy_threads)]),
     ]
 
 
@@ -52,10 +53,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny shapes, 1 seed, 1 epoch")
     parser.add_argument("--budget-s", type=float, default=20 * 60, help="wall-clock budget of the whole suite")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed steps")
+    parser.add_argument("--accuracy-threads", type=int, default=1, help="torch threads for training (1 on shared cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--games-users", type=int, default=600)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--games-users", type=int, default=6000)
     parser.add_argument("--ml100k-users", type=int, default=40)
     parser.add_argument("--scan-batch", type=int, default=4)
     parser.add_argument("--speed-batch", type=int, default=64)
