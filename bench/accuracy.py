@@ -22,6 +22,7 @@ from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, re
 
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
+ML100K_SUBSET = "ml-100k-subset"
 GAMES_SOURCE = os.path.join(SHARED_DATA, "amazon_video_games", "sasrec_games_2014", "Video.txt")
 
 
@@ -57,7 +58,8 @@ def prepare_ml100k(n_users, seed=0):
 
     source = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k", "ml-100k.inter")
     sub_dir = os.path.join(OUT, "data", f"ml100k-users{n_users}-seed{seed}")
-    users, rows = subset_users(source, os.path.join(sub_dir, "ml-100k", "ml-100k.inter"), n_users, seed)
+    # RecBole reads dataset "ml-100k" from its wheel whatever data_path says, so the subset gets its own name
+    users, rows = subset_users(source, os.path.join(sub_dir, ML100K_SUBSET, f"{ML100K_SUBSET}.inter"), n_users, seed)
     return sub_dir, {"users_drawn": users, "rows": rows, "subset_seed": seed}
 
 
@@ -158,7 +160,7 @@ def base_config(args, dataset, data_path):
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["Hit", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
     }
-    if dataset == "ml-100k":
+    if dataset.startswith("ml-100k"):
         config["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
     if data_path:
         config["data_path"] = data_path
@@ -276,7 +278,9 @@ def main():
                     continue
                 config = {**base_config(args, dataset, data_paths[dataset]), **model_sizes(model_name, args.hidden, args.d_state)}
                 try:
-                    run = run_once(model_name, dataset, seed, config)
+                    name = ML100K_SUBSET if dataset == "ml-100k" and data_paths[dataset] else dataset
+                    run = run_once(model_name, name, seed, config)
+                    run["dataset"] = dataset
                 except ValueError as error:  # RecBole: a subset too small for the [5,inf) filters
                     result["skipped"].append({"model": model_name, "dataset": dataset, "seed": seed,
                                               "reason": str(error)})
