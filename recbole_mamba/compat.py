@@ -14,6 +14,7 @@ What a pin cannot fix is patched here, once, when ``recbole_mamba`` is imported:
 """
 import contextlib
 import functools
+import os
 import warnings
 
 import torch
@@ -61,6 +62,24 @@ def _quiet_known_warnings():
     warnings.filterwarnings("ignore", message=r"`np\.bool8` is a deprecated alias", category=DeprecationWarning)
 
 
+def ensure_dir(dir_path):
+    """RecBole's ``ensure_dir`` without its exists-then-create race: with ``nproc`` > 1
+    every rank creates ./log at the same moment and one dies of FileExistsError."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _race_free_ensure_dir():
+    import recbole.data.dataset.dataset as dataset_module
+    import recbole.data.utils as data_utils
+    import recbole.trainer.trainer as trainer_module
+    import recbole.utils
+    import recbole.utils.logger as logger_module
+    import recbole.utils.utils as utils_module
+
+    for module in (utils_module, recbole.utils, logger_module, trainer_module, dataset_module, data_utils):
+        module.ensure_dir = ensure_dir
+
+
 def apply():
     """Patch RecBole once; safe to call again."""
     _quiet_known_warnings()
@@ -70,6 +89,8 @@ def apply():
     from recbole.trainer import trainer
 
     torch.autograd.set_detect_anomaly(False)
+
+    _race_free_ensure_dir()
 
     for cls in (trainer.Trainer,):
         cls.resume_checkpoint = _with_trusted_load(cls.resume_checkpoint)
