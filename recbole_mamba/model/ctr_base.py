@@ -21,6 +21,14 @@ def smoothed_targets(labels, epsilon):
     return labels * (1.0 - epsilon) + 0.5 * epsilon
 
 
+def xavier_init(module):
+    """The CTR models' init: Xavier-normal embeddings and Linear weights, zero biases."""
+    if isinstance(module, (nn.Embedding, nn.Linear)):
+        nn.init.xavier_normal_(module.weight)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def category_lookup(dataset, category_field):
     """[n_items] LongTensor: category index of each item (0 = padding item)."""
     item_feat = dataset.get_item_feature()

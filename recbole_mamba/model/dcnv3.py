@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recbole_mamba.errors import ConfigError
-from recbole_mamba.model.ctr_base import CTRRecommender
+from recbole_mamba.model.ctr_base import CTRRecommender, xavier_init
 
 
 def self_mask(h, layer_norm):
@@ -79,13 +79,7 @@ class DCNv3(CTRRecommender):
         self.backbone = DCNv3Backbone(input_dim, self.num_cross_layers, self.dropout_prob)
         self.lcn_head = nn.Linear(input_dim, 1)
         self.ecn_head = nn.Linear(input_dim, 1)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Embedding, nn.Linear)):
-            nn.init.xavier_normal_(module.weight)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(xavier_init)
 
     def head_logits(self, interaction):
         x_lcn, x_ecn = self.backbone(self.static_input(interaction))  # [B, D] each

@@ -11,19 +11,12 @@ from torch import nn
 
 from recbole_mamba.errors import InputError
 from recbole_mamba.model.base import choose_option, ssm_backend_from
-from recbole_mamba.model.ctr_base import CTRRecommender
+from recbole_mamba.model.ctr_base import CTRRecommender, xavier_init
 from recbole_mamba.model.dcnv3 import DCNv3Backbone
 from recbole_mamba.model.layers import MambaLayer, masked_mean
 from recbole_mamba.trainer import WarmupCosineTrainer
 
 FUSIONS = ("gate", "concat", "fixed", "static", "sequential")
-
-
-def _xavier(module):
-    if isinstance(module, (nn.Embedding, nn.Linear)):
-        nn.init.xavier_normal_(module.weight)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 def gated_fusion(gate, static, sequential):
@@ -73,9 +66,9 @@ class MDAF(CTRRecommender):
         for name, child in self.named_children():
             if name == "mamba_layers":
                 for layer in child:
-                    layer.ffn.apply(_xavier)
+                    layer.ffn.apply(xavier_init)
             else:
-                child.apply(_xavier)
+                child.apply(xavier_init)
 
     def static_vector(self, interaction):
         x_lcn, x_ecn = self.dcn(self.static_proj(self.static_input(interaction)))  # [B, d] each
