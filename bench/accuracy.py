@@ -9,7 +9,7 @@ stopping on valid NDCG@10 and the same embedding size.  Datasets: ml-100k (RecBo
 wheel) and Amazon Video Games (SASRec's ``Video.txt`` from ../shared/data, converted
 at run time with ``python -m recbole_mamba.data seqfile`` into bench/out/, then a
 uniform user subset drawn with a fixed seed when ``--games-users`` is set).  Writes
-bench/results/accuracy.json and accuracy.png.
+bench/results/accuracy.json and accuracy.png (``--out`` names another pair).
 """
 import argparse
 import os
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, recbole_config, save_json
+from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, recbole_config, repo_relative, save_json
 
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
@@ -249,6 +249,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
+    args.out = os.path.abspath(args.out)  # before the chdir below
     os.chdir(OUT if os.path.isdir(OUT) else (os.makedirs(OUT) or OUT))  # RecBole writes ./log
     data_paths, subsets = {}, {}
     for dataset in args.datasets:
@@ -261,10 +262,13 @@ def main():
         "learning_rate": 0.001, "loss": "CE (full softmax)", "layers": "model defaults (Mamba4Rec 1, BiMamba4Rec 2, GRU4Rec 1, SASRec 2)",
         "time_limit_s": args.time_limit or None,
     }
+    drawn = {"ml-100k": f"ml-100k {args.ml100k_users or 'all'}",
+             "amazon-video-games": f"Video Games {args.games_users or 'all'}"}
     budget["summary"] = (f"d={args.hidden}, N={args.d_state}, L={args.max_len}, <= {args.epochs} epochs, "
                          f"early stop {args.stopping_step}, batch {args.train_batch_size}, seeds {args.seeds}, "
-                         f"users drawn: ml-100k {args.ml100k_users or 'all'}, Video Games {args.games_users or 'all'}")
-    result = {"benchmark": "sequential accuracy, CPU, reduced budget", **machine_record(args.threads),
+                         f"users drawn: " + ", ".join(drawn[d] for d in args.datasets))
+    command = "python bench/accuracy.py " + " ".join(repo_relative(a) for a in sys.argv[1:])
+    result = {"benchmark": "sequential accuracy, CPU, reduced budget", "command": command, **machine_record(args.threads),
               "protocol": "leave-one-out by time (LS valid_and_test, order TO), full ranking over all items, "
                           "user/item filters [5,inf), test metrics at the best valid NDCG@10 epoch",
               "not_run": "paper scale (ML-1M, L=200, d=64, 300 epochs) needs a GPU; none was lent to this run",

@@ -58,6 +58,13 @@ def mean_std(values):
     return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
 
 
+def repo_relative(text):
+    """``text`` with this checkout's absolute paths written relative to the repository
+    (results are committed; they must not name the machine they ran on)."""
+    parent = os.path.dirname(REPO)
+    return str(text).replace(REPO + os.sep, "").replace(REPO, ".").replace(parent + os.sep, "../")
+
+
 def save_json(result, path):
     import json
 

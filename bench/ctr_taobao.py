@@ -17,11 +17,9 @@ import statistics
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-DEFAULT_INPUT = os.path.join(os.path.dirname(REPO), "shared", "data", "taobao_userbehavior",
-                             "UserBehavior_head_prefix.csv")
+from common import HERE, SHARED_DATA, repo_relative
+
+DEFAULT_INPUT = os.path.join(SHARED_DATA, "taobao_userbehavior", "UserBehavior_head_prefix.csv")
 
 # name in the table -> (RecBole model, extra config)
 VARIANTS = {
@@ -134,7 +132,7 @@ def main():
     result = {
         "benchmark": "CTR on Taobao UserBehavior (real data), time-ordered 80/10/10 split",
         "data": {"input": os.path.basename(args.input), "max_users": args.max_users, "history": args.history,
-                 "negatives_per_positive": 1, "negatives": "same-day popularity", "summary": str(summary)},
+                 "negatives_per_positive": 1, "negatives": "same-day popularity", "summary": repo_relative(summary)},
         "complete": all((n, s) in {(r["variant"], r["seed"]) for r in runs} for n in args.variants for s in args.seeds),
         "budget": {"threads": args.threads, "epochs": args.epochs, "stopping_step": 3, "train_batch_size": args.batch,
                    "learning_rate": args.learning_rate, "mdaf_warmup_epochs": args.warmup_epochs, "seeds": args.seeds,

@@ -1,15 +1,21 @@
 """Markdown section from the benchmark JSON: bench/results/README_section.md.
 
-    python bench/make_readme.py [--results bench/results]
+    python bench/make_readme.py [--results bench/results] [--update-readme]
 
 Every number in the section comes from the JSON files next to it; a missing file
-leaves its part out with a note.
+leaves its part out with a note.  Every ``accuracy*.json`` gets its own table (the
+suite writes ``accuracy_suite.json``; longer runs get their own names).
+``--update-readme`` also replaces the part of README.md between the bench markers.
 """
 import argparse
+import glob
 import json
 import os
 
-from common import RESULTS
+from common import REPO, RESULTS
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_games", "accuracy_suite")  # then any other, by name
 
 # SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
 SEED_PAPER = {
@@ -42,9 +48,20 @@ def machine_line(result):
             f"RecBole {v['recbole']}, Python {v['python']}; {result.get('date_utc', '')}")
 
 
-def accuracy_section(acc):
-    lines = ["### Accuracy (sequential, full ranking, leave-one-out by time)", ""]
+def accuracy_files(results):
+    """(stem, result) for every accuracy*.json, in ACCURACY_ORDER then by name."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(results, "accuracy*.json"))]
+    rank = {stem: i for i, stem in enumerate(ACCURACY_ORDER)}
+    stems.sort(key=lambda stem: (rank.get(stem, len(rank)), stem))
+    return [(stem, load(results, stem + ".json")) for stem in stems]
+
+
+def accuracy_section(acc, stem):
+    datasets = ", ".join(acc["summary"]) or "no dataset"
+    lines = [f"#### {datasets} (`{stem}.json`)", ""]
     b = acc["budget"]
+    if acc.get("command"):
+        lines += [f"Command: `{acc['command']}`.", ""]
     lines += [f"Budget (reduced for 2 shared CPU cores): {b['summary']}; lr {b['learning_rate']}, {b['loss']}, "
               f"layers: {b['layers']}. Protocol: {acc['protocol']}. Machine: {machine_line(acc)}. "
               f"Wall time {acc.get('wall_s', 0) / 60:.1f} min.", ""]
@@ -54,12 +71,15 @@ def accuracy_section(acc):
         lines += [f"Amazon Video Games: SASRec's `Video.txt` (2014 Games, 31,013 users) converted with "
                   f"`python -m recbole_mamba.data seqfile`, then {s['users_drawn']:,} users drawn uniformly "
                   f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
+    elif "amazon-video-games" in acc["summary"]:
+        lines += ["Amazon Video Games: SASRec's `Video.txt` (2014 Games, all 31,013 users) converted with "
+                  "`python -m recbole_mamba.data seqfile` (position = time), then the [5,inf) filters.", ""]
     if subsets.get("ml-100k"):
         s = subsets["ml-100k"]
         lines += [f"ml-100k: RecBole's copy, {s['users_drawn']:,} of 943 users drawn uniformly "
                   f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
     if acc.get("incomplete"):
-        lines += [f"**Incomplete:** {acc['incomplete']} Command: `{acc.get('command', '')}`.", ""]
+        lines += [f"**Incomplete:** {acc['incomplete']}", ""]
     if acc.get("skipped"):
         lines += [f"**Not run:** {len(acc['skipped'])} runs: "
                   + ", ".join(f"{r['model']}/{r['dataset']}/seed {r['seed']}" for r in acc["skipped"]) + ".", ""]
@@ -82,14 +102,17 @@ def accuracy_section(acc):
             lines += ["", f"Seed claim *BiMamba4Rec beats Mamba4Rec* on {dataset} (paired by seed, BiMamba − Mamba): "
                       + "; ".join(parts) + f". In the mean it {verdict} at this budget."]
         lines.append("")
-    lines += ["For context, the seed paper at paper scale (GPU, ML-1M L=200 / Video Games L=50, d=64, up to 300 "
+    return lines + [f"![accuracy]({stem}.png)", ""]
+
+
+def paper_accuracy_section():
+    lines = ["For context, the seed paper at paper scale (GPU, ML-1M L=200 / Video Games L=50, d=64, up to 300 "
               "epochs; not comparable with the reduced CPU budget above):", "",
               "| dataset | model | Hit@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|"]
     for dataset, rows in SEED_PAPER.items():
         for model_name, values in rows.items():
             lines.append(f"| {dataset} | {model_name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
-    lines += ["", "![accuracy](accuracy.png)", ""]
-    return lines
+    return lines + [""]
 
 
 def speed_section(speed, scan):
@@ -146,8 +169,9 @@ def params_section(params):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true", help="also splice the section into README.md")
     args = parser.parse_args()
-    acc, speed = load(args.results, "accuracy.json"), load(args.results, "speed_memory.json")
+    accuracies, speed = accuracy_files(args.results), load(args.results, "speed_memory.json")
     scan, params = load(args.results, "scan_speed_lengths.json"), load(args.results, "params.json")
     lines = ["## Benchmarks (CPU)", "",
              "Generated by `python bench/make_readme.py` from the JSON in `bench/results/`; re-run everything with "
@@ -159,16 +183,35 @@ def main():
         lines += params_section(params)
     if speed or scan:
         lines += speed_section(speed, scan)
-    if acc:
-        lines += accuracy_section(acc)
+    if accuracies:
+        lines += ["### Accuracy (sequential, full ranking, leave-one-out by time)", ""]
+        for stem, acc in accuracies:
+            lines += accuracy_section(acc, stem)
+        lines += paper_accuracy_section()
     missing = [n for n, r in (("params", params), ("speed_memory", speed), ("scan_speed_lengths", scan),
-                              ("accuracy", acc)) if r is None]
+                              ("accuracy", accuracies or None)) if r is None]
     if missing:
         lines += [f"(No results yet for: {', '.join(missing)}.)", ""]
     path = os.path.join(args.results, "README_section.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {path}")
+    if args.update_readme:
+        update_readme(os.path.join(REPO, "README.md"), lines)
+
+
+def update_readme(readme, lines):
+    """Replace README's text between the bench markers; image links point into bench/results/."""
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no {README_START} ... {README_END} markers; add them where the section goes")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    section = "\n".join(lines).replace("](", "](bench/results/").replace("](bench/results/http", "](http")
+    with open(readme, "w", encoding="utf-8") as f:
+        f.write(f"{head}{README_START}\n{section.rstrip()}\n{README_END}{tail}")
+    print(f"updated {readme}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Writes bench/results/params.json and .png.
 import argparse
 import os
 
-from common import RESULTS, SHARED_DATA, machine_record, recbole_config, save_json
+from common import RESULTS, SHARED_DATA, machine_record, recbole_config, repo_relative, save_json
 
 EXPECTED = {"Mamba4Rec": 290_944, "BiMamba4Rec": 457_344}  # the seed paper's Table 2
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
@@ -76,7 +76,7 @@ def main():
               f"{'match' if row['matches'] else 'MISMATCH'})" if row["expected"] else ""), flush=True)
     result = {"benchmark": "parameter counts, ML-1M, paper configs", **machine_record(1), "seed": None,
               "config": "d=64, d_state=32, d_conv=4, expand=2; Mamba4Rec 1 layer, BiMamba4Rec 2 layers; "
-                        "GRU4Rec/SASRec RecBole defaults", "data": args.data_path, "rows": rows}
+                        "GRU4Rec/SASRec RecBole defaults", "data": repo_relative(args.data_path), "rows": rows}
     save_json(result, args.out)
     plot(result, os.path.splitext(args.out)[0] + ".png")
 

@@ -8,10 +8,11 @@ Steps, each its own script writing bench/results/<name>.json and .png:
   2. scan_speed.py    scan backends (ours / plain loop / mambapy) at L = 50, 200, 800
   3. speed_memory.py  training step, peak memory, full-sort latency per model, L = 50, 200
   4. accuracy.py      Hit/NDCG/MRR@10 on ml-100k and Amazon Video Games, mean ± std over seeds
-  5. make_readme.py   bench/results/README_section.md from the JSON
+  5. make_readme.py   bench/results/README_section.md from the JSON, spliced into README.md
 The paper-scale GPU runs are not part of this suite.  The accuracy step gets what is
 left of ``--budget-s`` after the others (runs not started by then are skipped and
-listed in accuracy.json).  Writes bench/results/suite.json (steps, wall times, budget).
+listed in accuracy_suite.json; longer accuracy runs have their own files).
+Writes bench/results/suite.json (steps, wall times, budget).
 """
 import argparse
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from common import HERE, OUT, RESULTS, machine_record, save_json
+from common import HERE, OUT, RESULTS, machine_record, repo_relative, save_json
 
 
 def steps(args, results):
@@ -34,7 +35,7 @@ def steps(args, results):
                               "--warmup", "0", "--repeats", "1", "--scan-json", scan_json, "--out", f"{results}/speed_memory.json"]),
             ("accuracy", [python, f"{HERE}/accuracy.py", "--datasets", "ml-100k", "--seeds", "1", "--epochs", "1",
                           "--ml100k-users", "30",
-                          "--out", f"{results}/accuracy.json"]),
+                          "--out", f"{results}/accuracy_suite.json"]),
         ]
     return [
         ("params", [python, f"{HERE}/params.py"]),
@@ -45,7 +46,7 @@ def steps(args, results):
         ("accuracy", [python, f"{HERE}/accuracy.py", "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs),
                       "--games-users", str(args.games_users), "--ml100k-users", str(args.ml100k_users),
                       "--stopping-step", "1",
-                      "--threads", str(args.accuracy_threads)]),
+                      "--threads", str(args.accuracy_threads), "--out", f"{results}/accuracy_suite.json"]),
     ]
 
 
@@ -74,12 +75,13 @@ def main():
         if name == "accuracy":
             left = args.budget_s - (time.perf_counter() - start)
             command = command + ["--time-limit", str(max(60.0, left - 60))]  # leave a minute for the last run
-        print(f"== {name}: {' '.join(os.path.relpath(c) if c.startswith('/') else c for c in command[1:])}", flush=True)
+        print(f"== {name}: {' '.join(repo_relative(c) for c in command[1:])}", flush=True)
         step_start = time.perf_counter()
         code = subprocess.run(command).returncode
-        record["steps"].append({"step": name, "command": command[1:], "returncode": code,
+        record["steps"].append({"step": name, "command": [repo_relative(c) for c in command[1:]], "returncode": code,
                                 "wall_s": time.perf_counter() - step_start})
-    subprocess.run([sys.executable, f"{HERE}/make_readme.py", "--results", results], check=False)
+    subprocess.run([sys.executable, f"{HERE}/make_readme.py", "--results", results]
+                   + ([] if args.quick else ["--update-readme"]), check=False)
     record["wall_s"] = time.perf_counter() - start
     record["machine"]["loadavg_1_5_15_end"] = list(os.getloadavg())
     save_json(record, os.path.join(results, "suite.json"))

@@ -1,6 +1,8 @@
 """The benchmark scripts' helpers (no training): subsetting, summaries, the README section."""
+import glob
 import json
 import os
+import re
 import sys
 
 from conftest import REPO
@@ -9,7 +11,10 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import accuracy  # noqa: E402
 import make_readme  # noqa: E402
-from common import mean_std  # noqa: E402
+from common import mean_std, repo_relative  # noqa: E402
+
+# absolute paths of a machine: committed results must not contain them
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|root|Users|mnt|var|opt|srv)/")
 
 
 def test_mean_std_is_the_sample_std():
@@ -56,7 +61,9 @@ def test_readme_section_comes_from_the_json(tmp_path):
                                  "games_subset": None},
            "protocol": "LOO", "runs": runs, "summary": accuracy.summarise(runs), "skipped": [], "wall_s": 60}
     params = {"rows": [{"model": "Mamba4Rec", "params": 290_944, "expected": 290_944, "matches": True}]}
-    for name, result in (("accuracy.json", acc), ("params.json", params)):
+    longer = {**acc, "command": "python bench/accuracy.py --seeds 1", "runs": runs[:1],
+              "summary": accuracy.summarise(runs[:1])}
+    for name, result in (("accuracy_suite.json", acc), ("accuracy_ml-100k.json", longer), ("params.json", params)):
         (tmp_path / name).write_text(json.dumps(result))
     sys.argv = ["make_readme.py", "--results", str(tmp_path)]
     make_readme.main()
@@ -64,3 +71,44 @@ def test_readme_section_comes_from_the_json(tmp_path):
     assert "| Mamba4Rec | 290,944 | 290,944 | yes |" in text
     assert "0.2000 ± 0.0000" in text and "BiMamba4Rec better on 1/1 seeds" in text
     assert "No results yet for: speed_memory, scan_speed_lengths" in text
+    # one table per accuracy file, the longer named run first, each with its own plot
+    assert text.index("(`accuracy_ml-100k.json`)") < text.index("(`accuracy_suite.json`)")
+    assert "Command: `python bench/accuracy.py --seeds 1`." in text
+    assert "![accuracy](accuracy_ml-100k.png)" in text and "![accuracy](accuracy_suite.png)" in text
+
+
+def test_readme_splice_replaces_only_the_marked_part(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n\n{make_readme.README_START}\nold table\n{make_readme.README_END}\n\n## after\n")
+    make_readme.update_readme(str(readme), ["## Benchmarks", "", "![plot](params.png) and [a link](https://x.org)"])
+    text = readme.read_text()
+    assert text.startswith("# top\n\n") and text.endswith(f"{make_readme.README_END}\n\n## after\n")
+    assert "old table" not in text
+    assert "![plot](bench/results/params.png)" in text and "[a link](https://x.org)" in text
+    (tmp_path / "plain.md").write_text("# no markers\n")
+    try:
+        make_readme.update_readme(str(tmp_path / "plain.md"), ["x"])
+    except SystemExit as error:
+        assert "markers" in str(error)
+    else:
+        raise AssertionError("a README without markers must be refused")
+    assert (tmp_path / "plain.md").read_text() == "# no markers\n"
+
+
+def test_repo_relative_hides_the_checkout():
+    from common import REPO
+
+    parent = os.path.dirname(REPO)
+    text = f"wrote {REPO}/bench/out/x.inter and {parent}/shared/data/ml-1m"
+    assert repo_relative(text) == "wrote bench/out/x.inter and ../shared/data/ml-1m"
+    assert not MACHINE_PATH.search(repo_relative(REPO + "/a"))
+
+
+def test_committed_results_name_no_machine_paths():
+    files = [p for p in glob.glob(os.path.join(REPO, "bench", "results", "**", "*"), recursive=True)
+             if os.path.splitext(p)[1] in {".json", ".md", ".txt", ".csv", ".yaml", ".hyper"}]
+    assert files, "bench/results/ holds the committed benchmark results"
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                assert not MACHINE_PATH.search(line), f"{os.path.relpath(path, REPO)}:{number} names a machine path"

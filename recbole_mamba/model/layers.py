@@ -88,7 +88,17 @@ class MambaLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_model * 4, dropout)
 
     def forward(self, input_tensor):
-        hidden = self.dropout(self.mamba(input_tensor))  # [B, L, d]
+        return self._after_mixer(self.mamba(input_tensor), input_tensor)  # [B, L, d]
+
+    def step(self, input_tensor, conv_state, ssm_state):
+        """One position: input_tensor [B, d] -> (output [B, d], conv_state, ssm_state).
+
+        Everything after the mixer acts per position, so it runs on the step alone."""
+        mixed, conv_state, ssm_state = self.mamba.step(input_tensor, conv_state, ssm_state)
+        return self._after_mixer(mixed, input_tensor), conv_state, ssm_state
+
+    def _after_mixer(self, mixed, input_tensor):
+        hidden = self.dropout(mixed)
         if self.num_layers == 1:  # the reference uses no residual around a single layer
             hidden = self.LayerNorm(hidden)
         else:

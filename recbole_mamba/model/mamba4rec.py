@@ -63,15 +63,11 @@ class Mamba4Rec(ItemScoringRecommender):
         train mode dropout draws differ).  Cost per call is O(1) in the history length:
         each layer keeps a conv state [B, d_inner, d_conv] and an SSM state
         [B, d_inner, d_state].  Embedding dropout/LN and everything after the Mamba
-        mixer (dropout, LN, feed-forward) act per position, so they run on the step alone.
+        mixer act per position, so they run on the step alone (MambaLayer.step).
         """
         hidden = self.LayerNorm(self.dropout(self.item_embedding(item_ids)))  # [B, d]
         new_state = []
         for layer, (conv_state, ssm_state) in zip(self.mamba_layers, state):
-            mixed, conv_state, ssm_state = layer.mamba.step(hidden, conv_state, ssm_state)  # [B, d]
+            hidden, conv_state, ssm_state = layer.step(hidden, conv_state, ssm_state)  # [B, d]
             new_state.append((conv_state, ssm_state))
-            # MambaLayer.forward after its mixer, on one position
-            mixed = layer.dropout(mixed)
-            mixed = layer.LayerNorm(mixed if layer.num_layers == 1 else mixed + hidden)
-            hidden = layer.ffn(mixed)  # [B, d]
         return hidden, new_state
