@@ -65,6 +65,29 @@ def repo_relative(text):
     return str(text).replace(REPO + os.sep, "").replace(REPO, ".").replace(parent + os.sep, "../")
 
 
+def bar_plot(path, labels, means, stds, xlabel, title, reference=None):
+    """Horizontal bars with ±std whiskers, one per label (top to bottom in order)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.4))
+    rows = range(len(labels))[::-1]
+    ax.barh(list(rows), means, xerr=stds, capsize=3, color="#3b75af")
+    ax.set_yticks(list(rows))
+    ax.set_yticklabels(labels, fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="#c44e52", linestyle="--", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
+
+
 def save_json(result, path):
     import json
 

@@ -1,4 +1,5 @@
-"""CTR on real Taobao UserBehavior data: MDAF, its four ablations, DCNv3 and
+"""CTR on real Taobao UserBehavior data: MDAF, its four ablations, a target-aware MDAF
+(``sequence_target``, not in the thesis), DCNv3 and
 RecBole's DCNV2 and AutoInt on the same converted data and the same time split.
 
     python bench/ctr_taobao.py                         # defaults below, ~20 min on 2 CPU cores
@@ -7,7 +8,8 @@ RecBole's DCNV2 and AutoInt on the same converted data and the same time split.
 Converts ``../shared/data/taobao_userbehavior/UserBehavior_head_prefix.csv`` (the first
 815 complete users of Tianchi's UserBehavior.csv) with ``recbole_mamba.data.ctr`` into
 bench/out/, trains every model for every seed through RecBole's quick start (early
-stopping on valid AUC), and writes bench/results/ctr_taobao.json plus a Markdown table.
+stopping on valid AUC), and writes bench/results/ctr_taobao.json plus a Markdown table;
+every gate run also gets a gate report in ctr_gates/<variant>-seed<seed>/ next to it.
 """
 import argparse
 import json
@@ -17,13 +19,14 @@ import statistics
 import sys
 import time
 
-from common import HERE, SHARED_DATA, repo_relative
+from common import HERE, SHARED_DATA, bar_plot, repo_relative
 
 DEFAULT_INPUT = os.path.join(SHARED_DATA, "taobao_userbehavior", "UserBehavior_head_prefix.csv")
 
 # name in the table -> (RecBole model, extra config)
 VARIANTS = {
     "MDAF (gate)": ("MDAF", {"fusion": "gate"}),
+    "MDAF (gate) + target in sequence": ("MDAF", {"fusion": "gate", "sequence_target": True}),
     "MDAF static only": ("MDAF", {"fusion": "static"}),
     "MDAF sequential only": ("MDAF", {"fusion": "sequential"}),
     "MDAF concat": ("MDAF", {"fusion": "concat"}),
@@ -43,6 +46,16 @@ def count_parameters(model_name, config_dict):
     train, _, _ = data_preparation(config, create_dataset(config))
     model = get_model(model_name)(config, train._dataset)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def slugify(name):
+    """'MDAF (gate) + target in sequence' -> 'mdaf-gate-target-in-sequence'."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def newest_checkpoint(folder):
+    paths = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth")]
+    return max(paths, key=os.path.getmtime)
 
 
 def _partial_path(out):
@@ -86,6 +99,7 @@ def main():
     import recbole_mamba
     from recbole.quick_start import run_recbole
     from recbole_mamba.data.ctr import convert
+    from recbole_mamba.gate_analysis import analyse_checkpoint
 
     torch.set_num_threads(args.threads)
     data_dir = os.path.join(HERE, "out", "ctr_taobao")
@@ -99,6 +113,7 @@ def main():
         "checkpoint_dir": os.path.join(HERE, "out", "ctr_checkpoints"), "seq_len": {"item_id_list": args.history},
     }
     mdaf_widths = {"hidden_size": args.hidden}
+    gate_reports = os.path.join(os.path.dirname(args.out), "ctr_gates")  # per gate run: histogram, buckets, stats
     runs = _load_partial(args.out) if args.resume or args.summarise else []
     done = {(r["variant"], r["seed"]) for r in runs}
     for seed in args.seeds:  # seed-major: a cut-short run still covers every variant
@@ -107,11 +122,16 @@ def main():
                 continue
             model_name, extra = VARIANTS[name]
             config = {**common, **extra, **(mdaf_widths if model_name == "MDAF" else {})}
+            slug = f"{slugify(name)}-seed{seed}"
+            config["checkpoint_dir"] = os.path.join(HERE, "out", "ctr_checkpoints", slug)  # one run's .pth only
             start = time.time()
             result = run_recbole(model=model_name, dataset="taobao-ctr", config_dict={**config, "seed": seed})
             row = {"variant": name, "model": model_name, "seed": seed, "seconds": time.time() - start,
                    "test_auc": result["test_result"]["auc"], "test_logloss": result["test_result"]["logloss"],
                    "best_valid_auc": result["best_valid_result"]["auc"]}
+            if extra.get("fusion") == "gate":  # the learned gate on the test rows, with its report
+                row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"]),
+                                                    os.path.join(gate_reports, slug), progress=False)
             runs.append(row)
             _save_partial(args.out, runs)
             print(f"{name:22s} seed {seed}: AUC {row['test_auc']:.4f} LogLoss {row['test_logloss']:.4f} "
@@ -124,8 +144,11 @@ def main():
             continue
         aucs, losses = [r["test_auc"] for r in rows], [r["test_logloss"] for r in rows]
         params = count_parameters(model_name, {**common, **extra, **(mdaf_widths if model_name == "MDAF" else {})})
+        gates = [r["gate"]["mean"] for r in rows if r.get("gate")]
         table.append({
             "variant": name, "params": params,
+            "gate_mean": statistics.mean(gates) if gates else None,
+            "gate_means_per_seed": gates or None,
             "auc_mean": statistics.mean(aucs), "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
             "logloss_mean": statistics.mean(losses), "logloss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0,
         })
@@ -145,11 +168,17 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
-    lines = ["| model | params | test AUC | test LogLoss |", "|---|---|---|---|"]
+    lines = ["| model | params | test AUC | test LogLoss | mean gate (test) |", "|---|---|---|---|---|"]
     for row in table:
+        gate = f"{row['gate_mean']:.3f}" if row.get("gate_mean") is not None else "–"
         lines.append(f"| {row['variant']} | {row['params']:,} | {row['auc_mean']:.4f} ± {row['auc_std']:.4f} | "
-                     f"{row['logloss_mean']:.4f} ± {row['logloss_std']:.4f} |")
+                     f"{row['logloss_mean']:.4f} ± {row['logloss_std']:.4f} | {gate} |")
     markdown = "\n".join(lines) + "\n"
+    if table:
+        bar_plot(os.path.splitext(args.out)[0] + ".png", [r["variant"] for r in table],
+                 [r["auc_mean"] for r in table], [r["auc_std"] for r in table], "test AUC (mean ± std over seeds)",
+                 f"Taobao CTR, {args.max_users} users, {args.epochs} epochs, {len(args.seeds)} seeds "
+                 "(dashed: chance)", reference=0.5)
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
         f.write(markdown)
     print(markdown)

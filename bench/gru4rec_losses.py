@@ -129,6 +129,16 @@ def main():
             write(report, args.out)  # after every row, so an interrupted run can --resume
     results = report["results"]
     print(markdown(results))
+    plot(report, os.path.splitext(args.out)[0] + ".png")
+
+
+def plot(report, path):
+    from common import bar_plot
+
+    rows = report["results"]
+    bar_plot(path, [f"{r['loss_type']} / {r['train_mode']}" for r in rows],
+             [r["mean"]["ndcg@10"]["mean"] for r in rows], [r["mean"]["ndcg@10"]["std"] for r in rows],
+             "test NDCG@10 (mean ± std over seeds)", f"GRU4Rec losses on ml-100k, {report['epochs']} epoch(s)")
 
 
 if __name__ == "__main__":

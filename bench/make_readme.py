@@ -15,6 +15,7 @@ import os
 from common import REPO, RESULTS
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+CTR_START, CTR_END = "<!-- ctr:start -->", "<!-- ctr:end -->"  # the table bench/ctr_taobao.py writes
 ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_games", "accuracy_suite")  # then any other, by name
 
 # SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
@@ -153,6 +154,9 @@ def speed_section(speed, scan):
                      for i in (1, 2)]
             lines.append(f"| {length} | " + " | ".join(ms + ratio) + f" | {' / '.join(mb)} |")
         lines.append("")
+        if scan.get("versions"):
+            lines += [f"Machine: {machine_line({**scan, 'machine': {**scan['machine'], 'torch_threads': scan['threads']}})}.",
+                      "", "![scan cost against L](scan_speed_lengths.png)", ""]
     return lines
 
 
@@ -197,21 +201,26 @@ def main():
         f.write("\n".join(lines))
     print(f"wrote {path}")
     if args.update_readme:
-        update_readme(os.path.join(REPO, "README.md"), lines)
+        readme = os.path.join(REPO, "README.md")
+        update_readme(readme, lines)
+        ctr_table = os.path.join(args.results, "ctr_taobao.md")
+        if os.path.exists(ctr_table):
+            with open(ctr_table, encoding="utf-8") as f:
+                update_readme(readme, f.read().splitlines(), CTR_START, CTR_END)
 
 
-def update_readme(readme, lines):
-    """Replace README's text between the bench markers; image links point into bench/results/."""
+def update_readme(readme, lines, start=README_START, end=README_END):
+    """Replace README's text between two markers; image links point into bench/results/."""
     with open(readme, encoding="utf-8") as f:
         text = f.read()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no {README_START} ... {README_END} markers; add them where the section goes")
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: no {start} ... {end} markers; add them where the section goes")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
     section = "\n".join(lines).replace("](", "](bench/results/").replace("](bench/results/http", "](http")
     with open(readme, "w", encoding="utf-8") as f:
-        f.write(f"{head}{README_START}\n{section.rstrip()}\n{README_END}{tail}")
-    print(f"updated {readme}")
+        f.write(f"{head}{start}\n{section.rstrip()}\n{end}{tail}")
+    print(f"updated {readme} ({start})")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 per-step autograd loop vs mambapy 1.2.0's parallel scan (pscan).
 
 Each implementation runs in its own process (same shapes, same thread count, same
-run), so peak memory is that implementation's alone.  Writes JSON:
+run), so peak memory is that implementation's alone.  Writes JSON and a PNG of time
+and peak memory against L:
 
     python bench/scan_speed.py                       # B=64 L=200 d=64 N=32, 2 threads
     python bench/scan_speed.py --lengths 50 200 800  # how cost grows with L
@@ -10,14 +11,12 @@ run), so peak memory is that implementation's alone.  Writes JSON:
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+from common import HERE, machine_record
 
 IMPLEMENTATIONS = ("recbole_mamba", "plain_loop", "mambapy_pscan")
 
@@ -89,8 +88,6 @@ def main():
     if args.impl:
         return run_one(args)
 
-    import torch
-
     rows = []
     for length in args.lengths:
         for impl in args.impls:
@@ -115,9 +112,7 @@ def main():
         "benchmark": "Mamba block forward+backward, CPU",
         "shape": {"batch": args.batch, "d_model": args.d_model, "d_state": args.d_state, "expand": args.expand},
         "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "rows": rows, "speedup": ratios,
+        **machine_record(args.threads), "seed": 0, "rows": rows, "speedup": ratios,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -125,6 +120,39 @@ def main():
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}x")
     print(f"wrote {args.out}")
+    if len(args.lengths) > 1:
+        plot(result, os.path.splitext(args.out)[0] + ".png")
+
+
+def plot(result, path):
+    """Median time and peak memory against L, one line per implementation (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for impl in IMPLEMENTATIONS:
+        rows = sorted((r for r in result["rows"] if r["impl"] == impl), key=lambda r: r["length"])
+        if not rows:
+            continue
+        lengths = [r["length"] for r in rows]
+        ax_time.plot(lengths, [r["median_ms"] for r in rows], marker="o", label=impl)
+        ax_mem.plot(lengths, [max(r["peak_extra_mb"], 0.1) for r in rows], marker="o", label=impl)
+    for ax, label in ((ax_time, "forward+backward ms (median)"), (ax_mem, "peak extra MB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    shape = result["shape"]
+    fig.suptitle(f"One Mamba block on CPU: B={shape['batch']}, d={shape['d_model']}, N={shape['d_state']}, "
+                 f"{result['threads']} thread(s)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from recbole_mamba.data.taobao import read_user_behavior
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.ctr_base import smoothed_targets
 from recbole_mamba.model.dcnv3 import CrossLayer, self_mask
-from recbole_mamba.model.mdaf import FUSIONS, gated_fusion
+from recbole_mamba.model.mdaf import FUSIONS, gated_fusion, with_target_appended
 from recbole_mamba.trainer import warmup_cosine_factor
 
 from conftest import REPO, recbole_argv
@@ -106,6 +106,53 @@ def test_mdaf_ablations_build_and_score(ctr_dataset, fusion):
         assert torch.all((g > 0) & (g < 1))
         s, q, gate = model.branches(batch)
         torch.testing.assert_close(model(batch), model.head(gate * s + (1 - gate) * q).squeeze(-1))
+
+
+def test_mdaf_ablations_build_only_their_branches(ctr_dataset):
+    config, dataset, _ = ctr_dataset
+
+    def model_for(fusion):
+        return recbole_mamba.get_model("MDAF")(
+            Config(model="MDAF", dataset="taobao-ctr", config_dict={**TINY_CTR, "fusion": fusion}), dataset)
+
+    models = {fusion: model_for(fusion) for fusion in FUSIONS}
+    count = {f: sum(p.numel() for p in m.parameters()) for f, m in models.items()}
+    gate_params = sum(p.numel() for p in models["gate"].gate_mlp.parameters())
+    static_params = sum(p.numel() for n, p in models["gate"].named_parameters() if n.startswith(("static_proj", "dcn")))
+    sequence_params = sum(p.numel() for n, p in models["gate"].named_parameters()
+                          if n.startswith(("sequence_proj", "mamba_layers")))
+    d = TINY_CTR["hidden_size"]
+    assert count["fixed"] == count["gate"] - gate_params
+    assert count["static"] == count["fixed"] - sequence_params
+    assert count["sequential"] == count["fixed"] - static_params
+    assert count["concat"] == count["fixed"] + d * 64  # the head reads [s; q] (2d) instead of d
+    assert not hasattr(models["static"], "mamba_layers") and not hasattr(models["sequential"], "dcn")
+
+
+def test_target_is_written_after_the_last_behaviour():
+    item_seq = torch.tensor([[5, 6, 0], [7, 0, 0], [1, 2, 3]])
+    seq, mask = with_target_appended(item_seq, item_seq > 0, torch.tensor([9, 8, 4]))
+    assert seq.tolist() == [[5, 6, 9, 0], [7, 8, 0, 0], [1, 2, 3, 4]]
+    assert mask.tolist() == [[True, True, True, False], [True, True, False, False], [True, True, True, True]]
+
+
+def test_sequence_target_makes_the_sequence_vector_depend_on_the_candidate(ctr_dataset):
+    config, dataset, batch = ctr_dataset
+    from recbole.data.interaction import Interaction
+
+    other = Interaction(dict(batch.interaction))
+    other.interaction[config["ITEM_ID_FIELD"]] = torch.roll(batch[config["ITEM_ID_FIELD"]], 1)
+    for sequence_target in (False, True):
+        cfg = Config(model="MDAF", dataset="taobao-ctr", config_dict={**TINY_CTR, "sequence_target": sequence_target})
+        torch.manual_seed(0)
+        model = recbole_mamba.get_model("MDAF")(cfg, dataset).eval()
+        with torch.no_grad():
+            moved = (model.sequence_vector(batch) - model.sequence_vector(other)).abs().amax(dim=1)  # [B]
+        changed = batch[config["ITEM_ID_FIELD"]] != other[config["ITEM_ID_FIELD"]]
+        if sequence_target:
+            assert bool((moved[changed] > 1e-6).all())
+        else:
+            assert float(moved.max()) == 0.0  # the thesis' branch reads the history only
 
 
 def test_mdaf_sequence_pooling_ignores_padding(ctr_dataset):

@@ -4,7 +4,9 @@ Static branch: concat(user, item, category) -> Linear -> d -> DCNv3 (LCN + ECN w
 self-mask) -> mean of the two -> s.  Sequential branch: per step concat(item,
 category) -> Linear -> d -> Mamba layers (a real selective scan) -> masked mean over
 the valid history -> q.  Gate: g = sigmoid(MLP([s; q])); fused = g s + (1 - g) q;
-head MLP -> click logit.  ``fusion`` selects the thesis ablations.
+head MLP -> click logit.  ``fusion`` selects the thesis ablations; only the branches
+it uses are built.  ``sequence_target`` (off by default, not in the thesis) appends
+the target as the scan's last step.
 """
 import torch
 from torch import nn
@@ -22,6 +24,18 @@ FUSIONS = ("gate", "concat", "fixed", "static", "sequential")
 def gated_fusion(gate, static, sequential):
     """g * s + (1 - g) * q with g [B, 1] broadcast over the width."""
     return gate * static + (1.0 - gate) * sequential
+
+
+def with_target_appended(item_seq, mask, target):
+    """The target item written right after each row's last behaviour: ([B, L + 1], mask).
+
+    With ``sequence_target`` the scan reads the target as its last step, so the pooled
+    sequence vector depends on the candidate (as in BST), not on the history alone."""
+    lengths = mask.sum(dim=1)  # [B]
+    padded = torch.cat([item_seq, item_seq.new_zeros(len(item_seq), 1)], dim=1)  # [B, L + 1]
+    padded = padded.scatter(1, lengths.unsqueeze(1), target.unsqueeze(1))
+    extended = torch.cat([mask, mask.new_zeros(len(mask), 1)], dim=1)
+    return padded, extended.scatter(1, lengths.unsqueeze(1), True)
 
 
 class MDAF(CTRRecommender):
@@ -44,16 +58,21 @@ class MDAF(CTRRecommender):
         d = self.hidden_size
         sequence_input_dim = config["item_embedding_size"] + config["category_embedding_size"]
 
-        self.static_proj = nn.Linear(static_input_dim, d)
-        self.dcn = DCNv3Backbone(d, self.num_cross_layers, self.dropout_prob)
-        self.sequence_proj = nn.Linear(sequence_input_dim, d)
-        self.sequence_dropout = nn.Dropout(self.dropout_prob)
-        self.mamba_layers = nn.ModuleList(
-            MambaLayer(d, self.d_state, self.d_conv, self.expand, self.dropout_prob,
-                       num_layers=self.num_mamba_layers, backend=self.ssm_backend)
-            for _ in range(self.num_mamba_layers)
-        )
-        self.gate_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
+        self.sequence_target = bool(config["sequence_target"])
+        # only the branches this fusion uses: an ablation's parameter count is its own
+        if self.fusion != "sequential":
+            self.static_proj = nn.Linear(static_input_dim, d)
+            self.dcn = DCNv3Backbone(d, self.num_cross_layers, self.dropout_prob)
+        if self.fusion != "static":
+            self.sequence_proj = nn.Linear(sequence_input_dim, d)
+            self.sequence_dropout = nn.Dropout(self.dropout_prob)
+            self.mamba_layers = nn.ModuleList(
+                MambaLayer(d, self.d_state, self.d_conv, self.expand, self.dropout_prob,
+                           num_layers=self.num_mamba_layers, backend=self.ssm_backend)
+                for _ in range(self.num_mamba_layers)
+            )
+        if self.fusion == "gate":
+            self.gate_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
         head_input = 2 * d if self.fusion == "concat" else d
         self.head = nn.Sequential(
             nn.Linear(head_input, 64), nn.ReLU(), nn.Dropout(self.dropout_prob), nn.Linear(64, 1)
@@ -82,6 +101,8 @@ class MDAF(CTRRecommender):
                 f"{int((~mask.any(dim=1)).sum())} row(s) have an empty behaviour history; "
                 "MDAF needs at least one earlier behaviour per row (the CTR converter drops such rows)"
             )
+        if self.sequence_target:
+            item_seq, mask = with_target_appended(item_seq, mask, interaction[self.ITEM_ID])  # [B, L + 1]
         steps = torch.cat([
             self.item_embedding(item_seq), self.category_embedding(self.item_category[item_seq])
         ], dim=-1)  # [B, L, di + dc]
