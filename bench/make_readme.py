@@ -116,15 +116,20 @@ def paper_accuracy_section():
     return lines + [""]
 
 
+def threads_caveat(result):
+    if result["machine"].get("torch_threads", 1) > 1:
+        return ("These cores were shared with other jobs: with several torch threads an OpenMP barrier stalls "
+                "whenever one thread is descheduled, so a single number can be off by several times; read the "
+                "ratios as rough.")
+    return "One torch thread per process, so the numbers are per core; the machine's load is stated above."
+
+
 def speed_section(speed, scan):
     lines = ["### Speed and memory (CPU)", ""]
     if speed:
         lines += [f"Batch {speed['batch']}, median of {speed['repeats']} after {speed['warmup']} warm-up; "
                   f"{speed['config']}. Peak memory = growth of the process's max RSS during training "
-                  f"(one process per model). Machine: {machine_line(speed)}. These cores were shared with other "
-                  f"jobs: with 2 torch threads an OpenMP barrier stalls whenever one thread is descheduled, so a "
-                  f"single number can be off by several times (see any row where L=50 is slower than L=200); "
-                  f"read the ratios as rough.", "",
+                  f"(one process per model). Machine: {machine_line(speed)}. {threads_caveat(speed)}", "",
                   "| model | L | train step ms | × SASRec | train peak MB | × SASRec | full-sort ms/batch | × SASRec |",
                   "|---|---|---|---|---|---|---|---|"]
         ratios = speed.get("ratio_vs_SASRec", {})
@@ -154,7 +159,7 @@ def speed_section(speed, scan):
                      for i in (1, 2)]
             lines.append(f"| {length} | " + " | ".join(ms + ratio) + f" | {' / '.join(mb)} |")
         lines.append("")
-        if scan.get("versions"):
+        if scan.get("date_utc"):  # the machine record (older files have none)
             lines += [f"Machine: {machine_line({**scan, 'machine': {**scan['machine'], 'torch_threads': scan['threads']}})}.",
                       "", "![scan cost against L](scan_speed_lengths.png)", ""]
     return lines

@@ -112,3 +112,24 @@ def test_committed_results_name_no_machine_paths():
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 assert not MACHINE_PATH.search(line), f"{os.path.relpath(path, REPO)}:{number} names a machine path"
+
+
+def test_speed_and_scan_tables_come_from_the_json(tmp_path):
+    machine = {"machine": {"cpus": 2, "torch_threads": 1, "loadavg_1_5_15": [1.0, 1.0, 1.0]},
+               "versions": {"torch": "t", "recbole": "r", "python": "p"}, "date_utc": "2026-12-01T00:00:00Z"}
+    speed = {**machine, "batch": 64, "repeats": 2, "warmup": 1, "config": "defaults",
+             "rows": [{"model": m, "length": 50, "train_step_ms": ms, "train_peak_extra_mb": 10.0, "infer_batch_ms": 5.0}
+                      for m, ms in (("Mamba4Rec", 300.0), ("SASRec", 150.0))],
+             "ratio_vs_SASRec": {"Mamba4Rec_L50": {"train_step_ms": 2.0, "train_peak_extra_mb": 1.0, "infer_batch_ms": 1.0}}}
+    scan = {**machine, "threads": 1, "repeats": 2, "shape": {"batch": 16, "d_model": 64, "d_state": 32, "expand": 2},
+            "rows": [{"impl": impl, "length": 200, "median_ms": ms, "peak_extra_mb": mb}
+                     for impl, ms, mb in (("recbole_mamba", 100.0, 30.0), ("plain_loop", 300.0, 90.0),
+                                          ("mambapy_pscan", 500.0, 200.0))]}
+    (tmp_path / "speed_memory.json").write_text(json.dumps(speed))
+    (tmp_path / "scan_speed_lengths.json").write_text(json.dumps(scan))
+    sys.argv = ["make_readme.py", "--results", str(tmp_path)]
+    make_readme.main()
+    text = (tmp_path / "README_section.md").read_text()
+    assert "| Mamba4Rec | 50 | 300 | 2.00 | 10 | 1.00 | 5.0 | 1.00 |" in text
+    assert "| 200 | 100.0 | 300.0 | 500.0 | 3.0× | 5.0× | 30 / 90 / 200 |" in text
+    assert "One torch thread per process" in text and "![scan cost against L](scan_speed_lengths.png)" in text
