@@ -104,7 +104,7 @@ def run_once(model_name, dataset, seed, config_dict):
     init_seed(seed, config["reproducibility"])
     data, train_data, valid_data, test_data = prepared_data(config, dataset)
     init_seed(seed, config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset)
+    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     trainer.saved_model_file = os.path.join(config["checkpoint_dir"], f"{model_name}-{dataset}-{seed}-{os.getpid()}.pth")
     epoch_seconds, valid_scores = _record_epochs(trainer)

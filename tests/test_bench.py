@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import accuracy  # noqa: E402
 import make_readme  # noqa: E402
+import paper_scale  # noqa: E402
 from common import mean_std, repo_relative  # noqa: E402
 
 # absolute paths of a machine: committed results must not contain them
@@ -133,3 +134,35 @@ def test_speed_and_scan_tables_come_from_the_json(tmp_path):
     assert "| Mamba4Rec | 50 | 300 | 2.00 | 10 | 1.00 | 5.0 | 1.00 |" in text
     assert "| 200 | 100.0 | 300.0 | 500.0 | 3.0× | 5.0× | 30 / 90 / 200 |" in text
     assert "One torch thread per process" in text and "![scan cost against L](scan_speed_lengths.png)" in text
+
+
+def test_paper_scale_overrides_and_comparison():
+    assert paper_scale.parse_overrides(["MAX_ITEM_LIST_LENGTH=20", "dropout_prob=0.1", "ssm_backend=torch"]) == {
+        "MAX_ITEM_LIST_LENGTH": 20, "dropout_prob": 0.1, "ssm_backend": "torch"}
+    try:
+        paper_scale.parse_overrides(["epochs"])
+    except SystemExit as error:
+        assert "KEY=VALUE" in str(error)
+    else:
+        raise AssertionError("an override without '=' must be refused")
+    run = {"dataset": "ml-1m", "model": "BiMamba4Rec", "test": {"hit@10": 0.3, "ndcg@10": 0.21, "mrr@10": 0.15}}
+    versus = paper_scale.compare(run)
+    assert versus["ndcg@10"]["paper"] == 0.2006 and abs(versus["ndcg@10"]["diff"] - 0.0094) < 1e-12
+    assert paper_scale.compare({**run, "model": "GRU4Rec"}) is None
+
+
+def test_paper_scale_table_replaces_the_not_run_note(tmp_path):
+    sys.argv = ["make_readme.py", "--results", str(tmp_path)]
+    make_readme.main()
+    assert "**Not run yet:** the paper-scale runs" in (tmp_path / "README_section.md").read_text()
+    run = {"dataset": "ml-1m", "model": "Mamba4Rec", "epochs_run": 40, "train_s_per_epoch": 12.5, "peak_gpu_gb": 3.2,
+           "test": {"hit@10": 0.31, "ndcg@10": 0.18, "mrr@10": 0.14}}
+    run["vs_seed_paper"] = paper_scale.compare(run)
+    paper = {"command": "python bench/paper_scale.py", "gpu": "NVIDIA H200", "notes": [paper_scale.ML1M_NOTE],
+             "budget": {"epochs": 300, "stopping_step": 10, "users": "all", "backend": "cuda", "overrides": None},
+             "runs": [run]}
+    (tmp_path / "paper_scale.json").write_text(json.dumps(paper))
+    make_readme.main()
+    text = (tmp_path / "README_section.md").read_text()
+    assert "Not run yet" not in text and "on NVIDIA H200" in text and "6,039 of 6,040 users" in text
+    assert "| ml-1m | Mamba4Rec | 0.3100 (0.3109) | 0.1800 (0.1795) | 0.1400 (0.1395) | 40 | 12.5 | 3.20 |" in text
