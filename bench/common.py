@@ -65,8 +65,9 @@ def repo_relative(text):
     return str(text).replace(REPO + os.sep, "").replace(REPO, ".").replace(parent + os.sep, "../")
 
 
-def bar_plot(path, labels, means, stds, xlabel, title, reference=None):
-    """Horizontal bars with ±std whiskers, one per label (top to bottom in order)."""
+def bar_plot(path, labels, means, stds, xlabel, title, reference=None, xmin=None):
+    """Horizontal bars with ±std whiskers, one per label (top to bottom in order);
+    ``xmin`` starts the axis there (bars then start at it too)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +75,10 @@ def bar_plot(path, labels, means, stds, xlabel, title, reference=None):
 
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.4))
     rows = range(len(labels))[::-1]
-    ax.barh(list(rows), means, xerr=stds, capsize=3, color="#3b75af")
+    left = 0.0 if xmin is None else xmin
+    ax.barh(list(rows), [m - left for m in means], left=left, xerr=stds, capsize=3, color="#3b75af")
+    if xmin is not None:
+        ax.set_xlim(left=xmin)
     ax.set_yticks(list(rows))
     ax.set_yticklabels(labels, fontsize=8)
     if reference is not None:

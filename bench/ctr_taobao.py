@@ -29,6 +29,7 @@ VARIANTS = {
     "MDAF (gate) + target in sequence": ("MDAF", {"fusion": "gate", "sequence_target": True}),
     "MDAF static only": ("MDAF", {"fusion": "static"}),
     "MDAF sequential only": ("MDAF", {"fusion": "sequential"}),
+    "MDAF sequential only + target in sequence": ("MDAF", {"fusion": "sequential", "sequence_target": True}),
     "MDAF concat": ("MDAF", {"fusion": "concat"}),
     "MDAF fixed 0.5": ("MDAF", {"fusion": "fixed"}),
     "DCNv3": ("DCNv3", {}),
@@ -178,7 +179,7 @@ def main():
         bar_plot(os.path.splitext(args.out)[0] + ".png", [r["variant"] for r in table],
                  [r["auc_mean"] for r in table], [r["auc_std"] for r in table], "test AUC (mean ± std over seeds)",
                  f"Taobao CTR, {args.max_users} users, {args.epochs} epochs, {len(args.seeds)} seeds "
-                 "(dashed: chance)", reference=0.5)
+                 "(dashed: chance)", reference=0.5, xmin=0.45)
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
         f.write(markdown)
     print(markdown)
