@@ -64,7 +64,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--games-users", type=int, default=6000)
-    parser.add_argument("--ml100k-users", type=int, default=40)
+    parser.add_argument("--ml100k-users", type=int, default=200)
     parser.add_argument("--scan-batch", type=int, default=16)
     parser.add_argument("--speed-batch", type=int, default=64)
     parser.add_argument("--skip", nargs="*", default=[], help="step names to leave out (their old JSON is kept)")
