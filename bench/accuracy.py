@@ -89,7 +89,9 @@ def prepared_data(config, dataset):
 
     if dataset not in _DATA_CACHE:
         data = create_dataset(config)
-        _DATA_CACHE[dataset] = (data, *data_preparation(config, data))
+        # before data_preparation: its augmentation leaves one row per target (a user's first item is none)
+        stats = {"users": data.user_num - 1, "items": data.item_num - 1, "interactions": data.inter_num}
+        _DATA_CACHE[dataset] = (stats, *data_preparation(config, data))
     return _DATA_CACHE[dataset]
 
 
@@ -102,7 +104,7 @@ def run_once(model_name, dataset, seed, config_dict):
 
     config = recbole_config(model_name, dataset, {**config_dict, "seed": seed})
     init_seed(seed, config["reproducibility"])
-    data, train_data, valid_data, test_data = prepared_data(config, dataset)
+    stats, train_data, valid_data, test_data = prepared_data(config, dataset)
     init_seed(seed, config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
@@ -120,7 +122,7 @@ def run_once(model_name, dataset, seed, config_dict):
         "epochs_run": len(epoch_seconds),
         "best_epoch": 1 + valid_scores.index(max(valid_scores)) if valid_scores else None,
         "fit_s": fit_s, "train_s_per_epoch": sum(epoch_seconds) / max(1, len(epoch_seconds)),
-        "dataset_stats": {"users": data.user_num - 1, "items": data.item_num - 1, "interactions": data.inter_num},
+        "dataset_stats": stats,
         "params": sum(p.numel() for p in model.parameters()),
         "torch_threads": torch.get_num_threads(),
     }
