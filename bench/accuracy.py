@@ -16,6 +16,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 import time
 
 from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, recbole_config, repo_relative, save_json
@@ -209,7 +210,7 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     datasets = list(result["summary"])
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(7, 6 * len(datasets)), 4.4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         rows = result["summary"][dataset]["models"]
         models = list(rows)
@@ -223,7 +224,7 @@ def plot(result, path):
         ax.set_xticklabels([m.replace("@", "@") for m in METRICS])
         ax.set_title(f"{dataset}: test, full ranking (mean ± std over seeds)")
         ax.legend(fontsize=8)
-    fig.suptitle(f"CPU budget: {result['budget']['summary']}", fontsize=8)
+    fig.suptitle(textwrap.fill(f"CPU budget: {result['budget']['summary']}", 110), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", flush=True)
