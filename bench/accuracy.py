@@ -88,12 +88,20 @@ def prepared_data(config, dataset):
     (same protocol keys; the training order still follows each run's seed)."""
     from recbole.data import create_dataset, data_preparation
 
-    if dataset not in _DATA_CACHE:
+    key = (dataset, config["transform"])  # a transform (BERT4Rec's masking) lives in the loaders
+    if key not in _DATA_CACHE:
         data = create_dataset(config)
         # before data_preparation: its augmentation leaves one row per target (a user's first item is none)
         stats = {"users": data.user_num - 1, "items": data.item_num - 1, "interactions": data.inter_num}
-        _DATA_CACHE[dataset] = (stats, *data_preparation(config, data))
-    return _DATA_CACHE[dataset]
+        before = dict(config.final_config_dict)
+        loaders = data_preparation(config, data)
+        # keys the loaders' transform wrote into the config (e.g. MASK_ITEM_SEQ): later configs need them too
+        written = {k: v for k, v in config.final_config_dict.items() if k not in before}
+        _DATA_CACHE[key] = (stats, written, *loaders)
+    stats, written, *loaders = _DATA_CACHE[key]
+    for k, v in written.items():
+        config[k] = v
+    return (stats, *loaders)
 
 
 def run_once(model_name, dataset, seed, config_dict):

@@ -65,6 +65,17 @@ def repo_relative(text):
     return str(text).replace(REPO + os.sep, "").replace(REPO, ".").replace(parent + os.sep, "../")
 
 
+def log_length_axis(ax, lengths):
+    """Log-scaled x axis with one plain tick per measured length (no crowded minor labels)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(sorted(set(lengths)))
+    ax.set_xticklabels([str(n) for n in sorted(set(lengths))])
+
+
 def bar_plot(path, labels, means, stds, xlabel, title, reference=None, xmin=None):
     """Horizontal bars with ±std whiskers, one per label (top to bottom in order);
     ``xmin`` starts the axis there (bars then start at it too)."""

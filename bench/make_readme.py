@@ -16,7 +16,7 @@ from common import REPO, RESULTS
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 CTR_START, CTR_END = "<!-- ctr:start -->", "<!-- ctr:end -->"  # the table bench/ctr_taobao.py writes
-ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_games", "accuracy_suite")  # then any other, by name
+ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_ml-100k-bert4rec", "accuracy_games", "accuracy_suite")  # then any other, by name
 
 # SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
 SEED_PAPER = {

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import HERE, machine_record
+from common import HERE, log_length_axis, machine_record
 
 IMPLEMENTATIONS = ("recbole_mamba", "plain_loop", "mambapy_pscan")
 
@@ -140,7 +140,7 @@ def plot(result, path):
         ax_time.plot(lengths, [r["median_ms"] for r in rows], marker="o", label=impl)
         ax_mem.plot(lengths, [max(r["peak_extra_mb"], 0.1) for r in rows], marker="o", label=impl)
     for ax, label in ((ax_time, "forward+backward ms (median)"), (ax_mem, "peak extra MB")):
-        ax.set_xscale("log")
+        log_length_axis(ax, [r["length"] for r in result["rows"]])
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(label)

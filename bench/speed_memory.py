@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, machine_record, recbole_config, save_json
+from common import RESULTS, log_length_axis, machine_record, recbole_config, save_json
 
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 
@@ -130,13 +130,14 @@ def plot(result, path, scan=None):
         for impl in dict.fromkeys(r["impl"] for r in scan["rows"]):
             points = sorted((r["length"], r["median_ms"]) for r in scan["rows"] if r["impl"] == impl)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=impl)
-        ax.set_xscale("log")
+        log_length_axis(ax, [r["length"] for r in scan["rows"]])
         ax.set_yscale("log")
         ax.set_xlabel("L")
         ax.set_title(f"Mamba block fwd+bwd (ms), B={scan['shape']['batch']}", fontsize=9)
         ax.legend(fontsize=8)
     fig.suptitle(f"CPU, {result['machine']['torch_threads']} threads, batch {result['batch']}, "
-                 f"load avg at start {result['machine']['loadavg_1_5_15']}", fontsize=8)
+                 "load avg at start " + " / ".join(f"{x:.1f}" for x in result["machine"]["loadavg_1_5_15"] or []),
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", flush=True)
