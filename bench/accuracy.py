@@ -270,7 +270,7 @@ def main():
         "epochs": args.epochs, "stopping_step": args.stopping_step, "hidden_size": args.hidden,
         "d_state": args.d_state, "MAX_ITEM_LIST_LENGTH": args.max_len, "train_batch_size": args.train_batch_size,
         "games_users": args.games_users or "all", "ml100k_users": args.ml100k_users or "all", "subsets": subsets, "seeds": args.seeds,
-        "learning_rate": 0.001, "loss": "CE (full softmax)", "layers": "model defaults (Mamba4Rec 1, BiMamba4Rec 2, GRU4Rec 1, SASRec 2)",
+        "learning_rate": 0.001, "loss": "CE (full softmax)", "layers": "model defaults (Mamba4Rec 1, BiMamba4Rec 2, GRU4Rec 1, SASRec 2, BERT4Rec 2)",
         "time_limit_s": args.time_limit or None,
     }
     drawn = {"ml-100k": f"ml-100k {args.ml100k_users or 'all'}",

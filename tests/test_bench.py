@@ -73,7 +73,8 @@ def test_readme_section_comes_from_the_json(tmp_path):
     assert "0.2000 ± 0.0000" in text and "BiMamba4Rec better on 1/1 seeds" in text
     assert "No results yet for: speed_memory, scan_speed_lengths" in text
     # one table per accuracy file, the longer named run first, each with its own plot
-    assert text.index("(`accuracy_ml-100k.json`)") < text.index("(`accuracy_suite.json`)")
+    assert text.index("#### ml-100k (`accuracy_ml-100k.json`)") < text.index("#### ml-100k (`accuracy_suite.json`)")
+    assert "Seed claim on ml-100k (`accuracy_suite.json`): BiMamba4Rec − Mamba4Rec NDCG@10 +0.1000" in text
     assert "Command: `python bench/accuracy.py --seeds 1`." in text
     assert "![accuracy](accuracy_ml-100k.png)" in text and "![accuracy](accuracy_suite.png)" in text
 
