@@ -96,7 +96,8 @@ def accuracy_section(acc, stem):
                          f"{row['params']:,} |")
         claim = block.get("seed_claim")
         if claim:
-            parts = [f"{m.split('@')[0].upper() if m.startswith('mrr') else m.split('@')[0].capitalize()}@10 "
+            names = {"hit@10": "Hit@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10"}
+            parts = [f"{names.get(m, m)} "
                      f"{v['mean_diff']:+.4f} (BiMamba4Rec better on {v['bimamba_wins']}/{v['seeds']} seeds)"
                      for m, v in claim["by_metric"].items()]
             verdict = "holds" if claim["holds_on_all_metrics_in_mean"] else "does not hold on every metric"

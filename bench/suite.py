@@ -84,7 +84,7 @@ def main():
             continue
         if name == "accuracy":
             left = args.budget_s - (time.perf_counter() - start)
-            command = command + ["--time-limit", str(max(60.0, left - 60))]  # leave a minute for the last run
+            command = command + ["--time-limit", str(round(max(60.0, left - 60)))]  # a minute for the last run
         print(f"== {name}: {' '.join(repo_relative(c) for c in command[1:])}", flush=True)
         step_start = time.perf_counter()
         code = subprocess.run(command).returncode
