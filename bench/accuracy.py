@@ -25,6 +25,8 @@ MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
 ML100K_SUBSET = "ml-100k-subset"
 GAMES_SOURCE = os.path.join(SHARED_DATA, "amazon_video_games", "sasrec_games_2014", "Video.txt")
+ML1M_SOURCE = os.path.join(SHARED_DATA, "ml-1m", "seq", "ml-1m.txt")
+ML1M_NOTE = "ML-1M: 6,039 of 6,040 users (one user of 39 interactions is missing at the seq file's source)"
 
 
 def model_sizes(model_name, d, d_state):
@@ -78,6 +80,20 @@ def prepare_games(n_users, seed=0):
     users, rows = subset_users(full_inter, os.path.join(sub_dir, "amazon-video-games", "amazon-video-games.inter"),
                                n_users, seed)
     return sub_dir, {"users_drawn": users, "rows": rows, "subset_seed": seed}
+
+
+def prepare_ml1m(n_users):
+    """data_path holding ml-1m/ml-1m.inter converted from the seq file (maybe a user subset)."""
+    full_dir = os.path.join(OUT, "data", "ml1m-seq")
+    full_inter = os.path.join(full_dir, "ml-1m", "ml-1m.inter")
+    if not os.path.exists(full_inter):
+        subprocess.run([sys.executable, "-m", "recbole_mamba.data", "seqfile", ML1M_SOURCE,
+                        "--dataset", "ml-1m", "--out-dir", full_dir, "--quiet"], check=True, cwd=REPO)
+    if not n_users:
+        return full_dir
+    sub_dir = os.path.join(OUT, "data", f"ml1m-seq-users{n_users}")
+    subset_users(full_inter, os.path.join(sub_dir, "ml-1m", "ml-1m.inter"), n_users, seed=0)
+    return sub_dir
 
 
 _DATA_CACHE = {}
@@ -211,6 +227,32 @@ def summarise(runs):
     return summary
 
 
+def merge(paths, out):
+    """One result from several runs of the same budget (say one seed per process): runs
+    joined, summary recomputed, every command kept."""
+    import json
+
+    parts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parts.append(json.load(f))
+    budgets = [{k: v for k, v in p["budget"].items() if k not in ("seeds", "summary", "time_limit_s")} for p in parts]
+    if any(b != budgets[0] for b in budgets[1:]):
+        raise SystemExit("error: these files ran different budgets; merge only runs of one budget (seeds may differ)")
+    result = dict(parts[0])
+    result["runs"] = [run for p in parts for run in p["runs"]]
+    result["skipped"] = [s for p in parts for s in p.get("skipped", [])]
+    seeds = sorted({run["seed"] for run in result["runs"]})
+    result["budget"] = {**parts[0]["budget"], "seeds": seeds,
+                        "summary": parts[0]["budget"]["summary"].replace(str(parts[0]["budget"]["seeds"]), str(seeds))}
+    result["command"] = " ; ".join(p["command"] for p in parts) + f" (merged: {len(parts)} processes at once)"
+    result["wall_s"] = max(p.get("wall_s", 0) for p in parts)
+    result["summary"] = summarise(result["runs"])
+    save_json(result, out)
+    plot(result, os.path.splitext(out)[0] + ".png")
+    return result
+
+
 def plot(result, path):
     import matplotlib
 
@@ -255,7 +297,11 @@ def main():
                         help="1: on shared cores a 2-thread OpenMP barrier stalls whenever a thread is descheduled")
     parser.add_argument("--time-limit", type=float, default=0, help="seconds; runs not started by then are skipped (0 = none)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "accuracy.json"))
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only merge these result files (same budget, e.g. one seed per core) into --out")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
 
     import torch
 
@@ -264,6 +310,9 @@ def main():
     os.chdir(OUT if os.path.isdir(OUT) else (os.makedirs(OUT) or OUT))  # RecBole writes ./log
     data_paths, subsets = {}, {}
     for dataset in args.datasets:
+        if dataset == "ml-1m":  # the time-ordered seq file, all users
+            data_paths[dataset], subsets[dataset] = prepare_ml1m(0), None
+            continue
         prepare = prepare_games if dataset == "amazon-video-games" else prepare_ml100k
         data_paths[dataset], subsets[dataset] = prepare(args.games_users if dataset == "amazon-video-games" else args.ml100k_users)
     budget = {
@@ -277,13 +326,13 @@ def main():
              "amazon-video-games": f"Video Games {args.games_users or 'all'}"}
     budget["summary"] = (f"d={args.hidden}, N={args.d_state}, L={args.max_len}, <= {args.epochs} epochs, "
                          f"early stop {args.stopping_step}, batch {args.train_batch_size}, seeds {args.seeds}, "
-                         f"users drawn: " + ", ".join(drawn[d] for d in args.datasets))
+                         f"users drawn: " + ", ".join(drawn.get(d, f"{d} all") for d in args.datasets))
     command = "python bench/accuracy.py " + " ".join(repo_relative(a) for a in sys.argv[1:])
     result = {"benchmark": "sequential accuracy, CPU, reduced budget", "command": command, **machine_record(args.threads),
               "protocol": "leave-one-out by time (LS valid_and_test, order TO), full ranking over all items, "
                           "user/item filters [5,inf), test metrics at the best valid NDCG@10 epoch",
               "not_run": "paper scale (ML-1M, L=200, d=64, 300 epochs) needs a GPU; none was lent to this run",
-              "budget": budget, "runs": [], "skipped": []}
+              "budget": budget, "notes": [ML1M_NOTE] if "ml-1m" in args.datasets else [], "runs": [], "skipped": []}
     start = time.perf_counter()
     for seed in args.seeds:  # seed outermost: a cut-off run still has whole seeds for every model
         for dataset in args.datasets:

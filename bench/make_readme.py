@@ -16,7 +16,7 @@ from common import REPO, RESULTS
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 CTR_START, CTR_END = "<!-- ctr:start -->", "<!-- ctr:end -->"  # the table bench/ctr_taobao.py writes
-ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_ml-100k-bert4rec", "accuracy_games", "accuracy_suite")  # then any other, by name
+ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_ml-100k-bert4rec", "accuracy_games", "accuracy_ml-1m", "accuracy_suite")  # then any other, by name
 
 # SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
 SEED_PAPER = {
@@ -79,6 +79,8 @@ def accuracy_section(acc, stem):
         s = subsets["ml-100k"]
         lines += [f"ml-100k: RecBole's copy, {s['users_drawn']:,} of 943 users drawn uniformly "
                   f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
+    if acc.get("notes"):
+        lines += [" ".join(acc["notes"]) + ".", ""]
     if acc.get("incomplete"):
         lines += [f"**Incomplete:** {acc['incomplete']}", ""]
     if acc.get("skipped"):

@@ -17,15 +17,12 @@ metrics, epochs, seconds per epoch, peak GPU memory, the paper's numbers beside 
 """
 import argparse
 import os
-import subprocess
 import sys
 import time
 
-from accuracy import METRICS, prepare_games, run_once, subset_users
-from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, repo_relative, save_json
+from accuracy import METRICS, ML1M_NOTE, prepare_games, prepare_ml1m, run_once
+from common import OUT, RESULTS, machine_record, repo_relative, save_json
 
-ML1M_SOURCE = os.path.join(SHARED_DATA, "ml-1m", "seq", "ml-1m.txt")
-ML1M_NOTE = "ML-1M: 6,039 of 6,040 users (one user of 39 interactions is missing at the seq file's source)"
 # SPEC §6: seed paper (both models) and the Mamba4Rec paper (ML-1M), full ranking @10
 PAPER = {
     ("ml-1m", "Mamba4Rec"): {"hit@10": 0.3109, "ndcg@10": 0.1795, "mrr@10": 0.1395},
@@ -35,20 +32,6 @@ PAPER = {
 }
 MAMBA4REC_PAPER_ML1M = {"hit@10": 0.3121, "ndcg@10": 0.1822, "mrr@10": 0.1425, "gpu_gb": 4.82, "s_per_epoch": 75.52}
 SEED_PAPER_GPU_GB = {"Mamba4Rec": 6.02, "BiMamba4Rec": 6.86}
-
-
-def prepare_ml1m(n_users):
-    """data_path holding ml-1m/ml-1m.inter converted from the seq file (maybe a user subset)."""
-    full_dir = os.path.join(OUT, "data", "ml1m-seq")
-    full_inter = os.path.join(full_dir, "ml-1m", "ml-1m.inter")
-    if not os.path.exists(full_inter):
-        subprocess.run([sys.executable, "-m", "recbole_mamba.data", "seqfile", ML1M_SOURCE,
-                        "--dataset", "ml-1m", "--out-dir", full_dir, "--quiet"], check=True, cwd=REPO)
-    if not n_users:
-        return full_dir
-    sub_dir = os.path.join(OUT, "data", f"ml1m-seq-users{n_users}")
-    subset_users(full_inter, os.path.join(sub_dir, "ml-1m", "ml-1m.inter"), n_users, seed=0)
-    return sub_dir
 
 
 def prepare_games_subset(n_users):

@@ -167,3 +167,32 @@ def test_paper_scale_table_replaces_the_not_run_note(tmp_path):
     text = (tmp_path / "README_section.md").read_text()
     assert "Not run yet" not in text and "on NVIDIA H200" in text and "6,039 of 6,040 users" in text
     assert "| ml-1m | Mamba4Rec | 0.3100 (0.3109) | 0.1800 (0.1795) | 0.1400 (0.1395) | 40 | 12.5 | 3.20 |" in text
+
+
+def test_merge_joins_seeds_of_one_budget_and_refuses_others(tmp_path):
+    budget = {"epochs": 1, "hidden_size": 32, "seeds": [1], "summary": "d=32, seeds [1], users drawn: ml-1m all"}
+
+    def part(seed, ndcg, **changes):
+        runs = [fake_run("Mamba4Rec", seed, ndcg), fake_run("BiMamba4Rec", seed, ndcg + 0.01)]
+        return {"command": f"python bench/accuracy.py --seeds {seed}", "budget": {**budget, "seeds": [seed], **changes},
+                "runs": runs, "skipped": [], "wall_s": 10.0 * seed, "summary": accuracy.summarise(runs),
+                "machine": {"cpus": 2, "torch_threads": 1}}
+
+    paths = []
+    for seed, ndcg in ((1, 0.10), (2, 0.20)):
+        paths.append(str(tmp_path / f"seed{seed}.json"))
+        (tmp_path / f"seed{seed}.json").write_text(json.dumps(part(seed, ndcg)))
+    merged = accuracy.merge(paths, str(tmp_path / "merged.json"))
+    row = merged["summary"]["ml-100k"]["models"]["Mamba4Rec"]
+    assert row["seeds"] == [1, 2] and abs(row["ndcg@10"]["mean"] - 0.15) < 1e-12
+    assert merged["budget"]["seeds"] == [1, 2] and "seeds [1, 2]" in merged["budget"]["summary"]
+    assert merged["summary"]["ml-100k"]["seed_claim"]["by_metric"]["ndcg@10"]["bimamba_wins"] == 2
+    assert (tmp_path / "merged.png").exists() and merged["wall_s"] == 20.0
+    (tmp_path / "other.json").write_text(json.dumps(part(3, 0.1, epochs=5)))
+    try:
+        accuracy.merge([paths[0], str(tmp_path / "other.json")], str(tmp_path / "bad.json"))
+    except SystemExit as error:
+        assert "different budgets" in str(error)
+    else:
+        raise AssertionError("runs of different budgets must not be merged")
+    assert not (tmp_path / "bad.json").exists()
