@@ -245,8 +245,14 @@ def merge(paths, out):
     seeds = sorted({run["seed"] for run in result["runs"]})
     result["budget"] = {**parts[0]["budget"], "seeds": seeds,
                         "summary": parts[0]["budget"]["summary"].replace(str(parts[0]["budget"]["seeds"]), str(seeds))}
-    result["command"] = " ; ".join(p["command"] for p in parts) + f" (merged: {len(parts)} processes at once)"
+    result["command"] = (" & ".join(p["command"] for p in parts) + f" (at once), then python bench/accuracy.py --merge "
+                         + " ".join(repo_relative(os.path.abspath(p)) for p in paths) + f" --out {repo_relative(os.path.abspath(out))}")
     result["wall_s"] = max(p.get("wall_s", 0) for p in parts)
+    cpus = parts[0]["machine"].get("cpus") or 1
+    if len(parts) > cpus:
+        result["notes"] = list(result.get("notes", [])) + [
+            f"{len(parts)} processes shared {cpus} cores, so seconds per epoch are up to "
+            f"{len(parts) / cpus:.1f}× a lone run's"]
     result["summary"] = summarise(result["runs"])
     save_json(result, out)
     plot(result, os.path.splitext(out)[0] + ".png")

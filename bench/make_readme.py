@@ -80,7 +80,7 @@ def accuracy_section(acc, stem):
         lines += [f"ml-100k: RecBole's copy, {s['users_drawn']:,} of 943 users drawn uniformly "
                   f"(seed {s['subset_seed']}, {s['rows']:,} rows) before the [5,inf) filters.", ""]
     if acc.get("notes"):
-        lines += [" ".join(acc["notes"]) + ".", ""]
+        lines += [". ".join(acc["notes"]) + ".", ""]
     if acc.get("incomplete"):
         lines += [f"**Incomplete:** {acc['incomplete']}", ""]
     if acc.get("skipped"):
