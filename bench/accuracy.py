@@ -19,7 +19,8 @@ import sys
 import textwrap
 import time
 
-from common import OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, recbole_config, repo_relative, save_json
+from common import (OUT, REPO, RESULTS, SHARED_DATA, machine_record, mean_std, pyplot, recbole_config, repo_relative,
+                    save_json)
 
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
@@ -66,34 +67,30 @@ def prepare_ml100k(n_users, seed=0):
     return sub_dir, {"users_drawn": users, "rows": rows, "subset_seed": seed}
 
 
-def prepare_games(n_users, seed=0):
-    """data_path holding amazon-video-games/amazon-video-games.inter (converted, maybe subset)."""
-    full_dir = os.path.join(OUT, "data", "games-full")
-    full_inter = os.path.join(full_dir, "amazon-video-games", "amazon-video-games.inter")
+def prepare_seqfile(source, dataset, folder, n_users, seed=0):
+    """data_path holding <dataset>/<dataset>.inter converted from a SASRec-style sequence
+    file with ``python -m recbole_mamba.data seqfile`` (once), then maybe a uniform user
+    subset: (data_path, subset record or None)."""
+    full_dir = os.path.join(OUT, "data", f"{folder}-full")
+    full_inter = os.path.join(full_dir, dataset, f"{dataset}.inter")
     if not os.path.exists(full_inter):
-        subprocess.run([sys.executable, "-m", "recbole_mamba.data", "seqfile", GAMES_SOURCE,
-                        "--dataset", "amazon-video-games", "--out-dir", full_dir, "--quiet"],
-                       check=True, cwd=REPO)
+        subprocess.run([sys.executable, "-m", "recbole_mamba.data", "seqfile", source,
+                        "--dataset", dataset, "--out-dir", full_dir, "--quiet"], check=True, cwd=REPO)
     if not n_users:
         return full_dir, None
-    sub_dir = os.path.join(OUT, "data", f"games-users{n_users}-seed{seed}")
-    users, rows = subset_users(full_inter, os.path.join(sub_dir, "amazon-video-games", "amazon-video-games.inter"),
-                               n_users, seed)
+    sub_dir = os.path.join(OUT, "data", f"{folder}-users{n_users}-seed{seed}")
+    users, rows = subset_users(full_inter, os.path.join(sub_dir, dataset, f"{dataset}.inter"), n_users, seed)
     return sub_dir, {"users_drawn": users, "rows": rows, "subset_seed": seed}
 
 
-def prepare_ml1m(n_users):
-    """data_path holding ml-1m/ml-1m.inter converted from the seq file (maybe a user subset)."""
-    full_dir = os.path.join(OUT, "data", "ml1m-seq")
-    full_inter = os.path.join(full_dir, "ml-1m", "ml-1m.inter")
-    if not os.path.exists(full_inter):
-        subprocess.run([sys.executable, "-m", "recbole_mamba.data", "seqfile", ML1M_SOURCE,
-                        "--dataset", "ml-1m", "--out-dir", full_dir, "--quiet"], check=True, cwd=REPO)
-    if not n_users:
-        return full_dir
-    sub_dir = os.path.join(OUT, "data", f"ml1m-seq-users{n_users}")
-    subset_users(full_inter, os.path.join(sub_dir, "ml-1m", "ml-1m.inter"), n_users, seed=0)
-    return sub_dir
+def prepare_games(n_users, seed=0):
+    """Amazon Video Games from SASRec's Video.txt (maybe a user subset)."""
+    return prepare_seqfile(GAMES_SOURCE, "amazon-video-games", "games", n_users, seed)
+
+
+def prepare_ml1m(n_users, seed=0):
+    """ML-1M from the time-ordered seq file (maybe a user subset)."""
+    return prepare_seqfile(ML1M_SOURCE, "ml-1m", "ml1m-seq", n_users, seed)
 
 
 _DATA_CACHE = {}
@@ -245,7 +242,7 @@ def merge(paths, out):
     seeds = sorted({run["seed"] for run in result["runs"]})
     result["budget"] = {**parts[0]["budget"], "seeds": seeds,
                         "summary": parts[0]["budget"]["summary"].replace(str(parts[0]["budget"]["seeds"]), str(seeds))}
-    result["command"] = (" & ".join(p["command"] for p in parts) + f" (at once), then python bench/accuracy.py --merge "
+    result["command"] = (" & ".join(p["command"] for p in parts) + " (at once), then python bench/accuracy.py --merge "
                          + " ".join(repo_relative(os.path.abspath(p)) for p in paths) + f" --out {repo_relative(os.path.abspath(out))}")
     result["wall_s"] = max(p.get("wall_s", 0) for p in parts)
     cpus = parts[0]["machine"].get("cpus") or 1
@@ -260,10 +257,7 @@ def merge(paths, out):
 
 
 def plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     datasets = list(result["summary"])
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(7, 6 * len(datasets)), 4.4), squeeze=False)
@@ -315,12 +309,11 @@ def main():
     args.out = os.path.abspath(args.out)  # before the chdir below
     os.chdir(OUT if os.path.isdir(OUT) else (os.makedirs(OUT) or OUT))  # RecBole writes ./log
     data_paths, subsets = {}, {}
+    preparers = {"ml-1m": (prepare_ml1m, 0), "amazon-video-games": (prepare_games, args.games_users),
+                 "ml-100k": (prepare_ml100k, args.ml100k_users)}
     for dataset in args.datasets:
-        if dataset == "ml-1m":  # the time-ordered seq file, all users
-            data_paths[dataset], subsets[dataset] = prepare_ml1m(0), None
-            continue
-        prepare = prepare_games if dataset == "amazon-video-games" else prepare_ml100k
-        data_paths[dataset], subsets[dataset] = prepare(args.games_users if dataset == "amazon-video-games" else args.ml100k_users)
+        prepare, n_users = preparers.get(dataset, preparers["ml-100k"])
+        data_paths[dataset], subsets[dataset] = prepare(n_users)
     budget = {
         "epochs": args.epochs, "stopping_step": args.stopping_step, "hidden_size": args.hidden,
         "d_state": args.d_state, "MAX_ITEM_LIST_LENGTH": args.max_len, "train_batch_size": args.train_batch_size,

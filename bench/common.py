@@ -13,6 +13,15 @@ OUT = os.path.join(HERE, "out")  # gitignored: converted data, checkpoints, RecB
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+# SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU)
+SEED_PAPER = {
+    ("ml-1m", "Mamba4Rec"): {"hit@10": 0.3109, "ndcg@10": 0.1795, "mrr@10": 0.1395},
+    ("ml-1m", "BiMamba4Rec"): {"hit@10": 0.3374, "ndcg@10": 0.2006, "mrr@10": 0.1587},
+    ("amazon-video-games", "Mamba4Rec"): {"hit@10": 0.1150, "ndcg@10": 0.0612, "mrr@10": 0.0450},
+    ("amazon-video-games", "BiMamba4Rec"): {"hit@10": 0.1245, "ndcg@10": 0.0629, "mrr@10": 0.0444},
+}
+DATASET_TITLES = {"ml-1m": "ML-1M", "amazon-video-games": "Video Games"}
+
 
 def machine_record(threads):
     """Where and with what a benchmark ran; load average because the cores are shared."""
@@ -65,6 +74,16 @@ def repo_relative(text):
     return str(text).replace(REPO + os.sep, "").replace(REPO, ".").replace(parent + os.sep, "../")
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def log_length_axis(ax, lengths):
     """Log-scaled x axis with one plain tick per measured length (no crowded minor labels)."""
     from matplotlib.ticker import NullFormatter, NullLocator
@@ -79,10 +98,7 @@ def log_length_axis(ax, lengths):
 def bar_plot(path, labels, means, stds, xlabel, title, reference=None, xmin=None):
     """Horizontal bars with ±std whiskers, one per label (top to bottom in order);
     ``xmin`` starts the axis there (bars then start at it too)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.4))
     rows = range(len(labels))[::-1]

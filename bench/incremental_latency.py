@@ -21,8 +21,7 @@ import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+from common import HERE, pyplot
 
 
 def build(model_name, device):
@@ -74,10 +73,7 @@ def measure(model, length, device, repeats):
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model_name, device), rows in results.items():

@@ -12,17 +12,12 @@ import glob
 import json
 import os
 
-from common import REPO, RESULTS
+from common import DATASET_TITLES, REPO, RESULTS, SEED_PAPER
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 CTR_START, CTR_END = "<!-- ctr:start -->", "<!-- ctr:end -->"  # the table bench/ctr_taobao.py writes
 ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_ml-100k-bert4rec", "accuracy_games", "accuracy_ml-1m", "accuracy_suite")  # then any other, by name
 
-# SPEC §6: the seed paper's full-ranking @10 results at paper scale (GPU), for context only
-SEED_PAPER = {
-    "ML-1M": {"Mamba4Rec": (0.3109, 0.1795, 0.1395), "BiMamba4Rec": (0.3374, 0.2006, 0.1587)},
-    "Video Games": {"Mamba4Rec": (0.1150, 0.0612, 0.0450), "BiMamba4Rec": (0.1245, 0.0629, 0.0444)},
-}
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
@@ -113,9 +108,9 @@ def paper_accuracy_section():
     lines = ["For context, the seed paper at paper scale (GPU, ML-1M L=200 / Video Games L=50, d=64, up to 300 "
               "epochs; not comparable with the reduced CPU budget above):", "",
               "| dataset | model | Hit@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|"]
-    for dataset, rows in SEED_PAPER.items():
-        for model_name, values in rows.items():
-            lines.append(f"| {dataset} | {model_name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    for (dataset, model_name), values in SEED_PAPER.items():
+        lines.append(f"| {DATASET_TITLES[dataset]} | {model_name} | "
+                     + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |")
     return lines + [""]
 
 
@@ -163,7 +158,7 @@ def speed_section(speed, scan):
             lines.append(f"| {length} | " + " | ".join(ms + ratio) + f" | {' / '.join(mb)} |")
         lines.append("")
         if scan.get("date_utc"):  # the machine record (older files have none)
-            lines += [f"Machine: {machine_line({**scan, 'machine': {**scan['machine'], 'torch_threads': scan['threads']}})}.",
+            lines += [f"Machine: {machine_line(scan)}.",
                       "", "![scan cost against L](scan_speed_lengths.png)", ""]
     return lines
 
@@ -200,11 +195,11 @@ def summary_section(params, speed, scan, accuracies):
             ndcg = claim["by_metric"]["ndcg@10"]
             lines.append(f"- Seed claim on {dataset} (`{stem}.json`): BiMamba4Rec − Mamba4Rec NDCG@10 "
                          f"{ndcg['mean_diff']:+.4f}, BiMamba4Rec better on {ndcg['bimamba_wins']}/{ndcg['seeds']} seeds.")
-            paper = SEED_PAPER.get({"amazon-video-games": "Video Games", "ml-1m": "ML-1M"}.get(dataset, ""))
+            paper = {m: v["ndcg@10"] for (d, m), v in SEED_PAPER.items() if d == dataset and m in block["models"]}
             if paper and not (acc["budget"].get("subsets") or {}).get(dataset):
                 lines.append(f"  Against the seed paper's {dataset} NDCG@10 at its full budget: " + ", ".join(
-                    f"{m} {block['models'][m]['ndcg@10']['mean']:.4f} (paper {paper[m][1]:.4f}, "
-                    f"{block['models'][m]['ndcg@10']['mean'] / paper[m][1]:.0%})" for m in paper if m in block["models"])
+                    f"{m} {block['models'][m]['ndcg@10']['mean']:.4f} (paper {value:.4f}, "
+                    f"{block['models'][m]['ndcg@10']['mean'] / value:.0%})" for m, value in paper.items())
                     + f", with {acc['budget']['summary'].split(', seeds')[0]}.")
     return (["### Where we stand", ""] + lines + [""]) if lines else []
 

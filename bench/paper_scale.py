@@ -21,21 +21,11 @@ import sys
 import time
 
 from accuracy import METRICS, ML1M_NOTE, prepare_games, prepare_ml1m, run_once
-from common import OUT, RESULTS, machine_record, repo_relative, save_json
+from common import OUT, RESULTS, SEED_PAPER, machine_record, repo_relative, save_json
 
-# SPEC §6: seed paper (both models) and the Mamba4Rec paper (ML-1M), full ranking @10
-PAPER = {
-    ("ml-1m", "Mamba4Rec"): {"hit@10": 0.3109, "ndcg@10": 0.1795, "mrr@10": 0.1395},
-    ("ml-1m", "BiMamba4Rec"): {"hit@10": 0.3374, "ndcg@10": 0.2006, "mrr@10": 0.1587},
-    ("amazon-video-games", "Mamba4Rec"): {"hit@10": 0.1150, "ndcg@10": 0.0612, "mrr@10": 0.0450},
-    ("amazon-video-games", "BiMamba4Rec"): {"hit@10": 0.1245, "ndcg@10": 0.0629, "mrr@10": 0.0444},
-}
+# SPEC §6: the Mamba4Rec paper on ML-1M (the seed paper's table is common.SEED_PAPER)
 MAMBA4REC_PAPER_ML1M = {"hit@10": 0.3121, "ndcg@10": 0.1822, "mrr@10": 0.1425, "gpu_gb": 4.82, "s_per_epoch": 75.52}
 SEED_PAPER_GPU_GB = {"Mamba4Rec": 6.02, "BiMamba4Rec": 6.86}
-
-
-def prepare_games_subset(n_users):
-    return prepare_games(n_users)[0]
 
 
 def parse_overrides(pairs):
@@ -68,7 +58,7 @@ def run_config(args, data_path, use_gpu):
 
 def compare(run):
     """Our test metrics minus the seed paper's, per metric."""
-    paper = PAPER.get((run["dataset"], run["model"]))
+    paper = SEED_PAPER.get((run["dataset"], run["model"]))
     if not paper:
         return None
     return {m: {"ours": run["test"][m], "paper": paper[m], "diff": run["test"][m] - paper[m]} for m in METRICS}
@@ -96,8 +86,8 @@ def main():
     args.out = os.path.abspath(args.out)
     os.makedirs(OUT, exist_ok=True)
     os.chdir(OUT)  # RecBole writes ./log
-    prepare = {"ml-1m": prepare_ml1m, "amazon-video-games": prepare_games_subset}
-    data_paths = {d: prepare[d](args.users) for d in args.datasets}
+    prepare = {"ml-1m": prepare_ml1m, "amazon-video-games": prepare_games}
+    data_paths = {d: prepare[d](args.users)[0] for d in args.datasets}
     result = {
         "benchmark": "paper scale (seed paper configs)", **machine_record(torch.get_num_threads()),
         "command": "python bench/paper_scale.py " + " ".join(repo_relative(a) for a in sys.argv[1:]),
@@ -106,7 +96,7 @@ def main():
                    "backend": args.backend, "users": args.users or "all",
                    "overrides": parse_overrides(args.override) or None},
         "notes": [ML1M_NOTE] if "ml-1m" in args.datasets else [],
-        "paper": {"seed_paper": {f"{d}/{m}": v for (d, m), v in PAPER.items()}, "seed_paper_gpu_gb": SEED_PAPER_GPU_GB,
+        "paper": {"seed_paper": {f"{d}/{m}": v for (d, m), v in SEED_PAPER.items()}, "seed_paper_gpu_gb": SEED_PAPER_GPU_GB,
                   "mamba4rec_paper_ml1m": MAMBA4REC_PAPER_ML1M},
         "runs": [],
     }

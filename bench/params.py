@@ -11,7 +11,7 @@ Writes bench/results/params.json and .png.
 import argparse
 import os
 
-from common import RESULTS, SHARED_DATA, machine_record, recbole_config, repo_relative, save_json
+from common import RESULTS, SHARED_DATA, machine_record, pyplot, recbole_config, repo_relative, save_json
 
 EXPECTED = {"Mamba4Rec": 290_944, "BiMamba4Rec": 457_344}  # the seed paper's Table 2
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
@@ -40,10 +40,7 @@ def count(model_name, data_path, cache={}):
 
 
 def plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(6, 3.5))

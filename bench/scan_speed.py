@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import HERE, log_length_axis, machine_record
+from common import HERE, log_length_axis, machine_record, pyplot
 
 IMPLEMENTATIONS = ("recbole_mamba", "plain_loop", "mambapy_pscan")
 
@@ -126,10 +126,7 @@ def main():
 
 def plot(result, path):
     """Median time and peak memory against L, one line per implementation (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
     for impl in IMPLEMENTATIONS:

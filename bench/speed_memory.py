@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, log_length_axis, machine_record, recbole_config, save_json
+from common import RESULTS, log_length_axis, machine_record, pyplot, recbole_config, save_json
 
 MODELS = ("Mamba4Rec", "BiMamba4Rec", "GRU4Rec", "SASRec")
 
@@ -104,10 +104,7 @@ def measure_model(args):
 
 
 def plot(result, path, scan=None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
