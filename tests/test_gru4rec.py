@@ -197,7 +197,7 @@ def test_session_rows_predict_the_next_item(gru_data):
     batch = Interaction({"item_id_list": item_seq, "item_length": torch.tensor([3, 2]), "item_id": torch.tensor([11, 12])})
     users, targets = model._training_rows(batch)
     assert targets.tolist() == [6, 7, 11, 9, 12]
-    every = model._every_position(item_seq)
+    every = model.every_position(item_seq)
     torch.testing.assert_close(users, torch.cat([every[0, :3], every[1, :2]]))
 
 
@@ -211,7 +211,7 @@ def test_session_mode_trains_and_evaluates():
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     model = GRU4Rec(config, train_data._dataset)
     trainer = GRU4RecTrainer(config, model)
-    windows = trainer._session_loader(train_data)
+    windows = trainer._window_loader(train_data)
     assert windows.step == config["train_batch_size"] // config["MAX_ITEM_LIST_LENGTH"]
     assert config["train_batch_size"] == GRU_TINY["train_batch_size"]  # restored
     assert int(windows._dataset.inter_feat["item_length"].sum()) == len(train_data._dataset)

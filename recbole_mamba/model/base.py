@@ -6,8 +6,9 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_mamba.errors import ConfigError
-from recbole_mamba.ssm.backends import log_choice, resolve_backend
+from recbole_mamba.model.all_positions import SequentialTrainer, all_positions_ce, train_mode_from, trim_padding
 from recbole_mamba.model.layers import check_sequence_lengths
+from recbole_mamba.ssm.backends import log_choice, resolve_backend
 
 LOSS_TYPES = ("CE", "BPR")
 
@@ -18,6 +19,12 @@ def choose_option(config, key, allowed, model_name):
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not supported by {model_name}; use one of {', '.join(allowed)}")
     return value
+
+
+def trim_padding_from(config):
+    """The ``trim_padding`` config key (default True): cut each batch to its longest row."""
+    value = config["trim_padding"]
+    return True if value is None else bool(value)
 
 
 def ssm_backend_from(config):
@@ -32,11 +39,23 @@ class ItemScoringRecommender(SequentialRecommender):
     """Score = <user vector from ``forward``, item embedding>, trained with CE or BPR.
 
     Subclasses build ``self.item_embedding`` and implement ``forward(item_seq, item_seq_len)``.
+    A causal subclass sets ``causal = True`` and implements ``every_position(item_seq)``
+    ([B, L, d], position t reading items 0..t only); it can then train with
+    ``train_mode: all_positions`` (:mod:`recbole_mamba.model.all_positions`).
     """
 
+    causal = False
+    trainer_class = SequentialTrainer
+
     def _build_loss(self, config):
-        self.loss_type = choose_option(config, "loss_type", LOSS_TYPES, type(self).__name__)
+        name = type(self).__name__
+        self.loss_type = choose_option(config, "loss_type", LOSS_TYPES, name)
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
+        self.train_mode = train_mode_from(config, name, causal=self.causal)
+        if self.train_mode == "all_positions" and self.loss_type != "CE":
+            raise ConfigError(f"train_mode=all_positions trains {name} with CE over all items; "
+                              f"loss_type={self.loss_type!r} is for prefix mode: use loss_type=CE or train_mode=prefix")
+        self.trim_padding = trim_padding_from(config)
 
     def _init_weights(self, module):
         """Mamba4Rec's init: N(0, 0.02) for every Linear/Embedding weight (the Mamba
@@ -53,9 +72,14 @@ class ItemScoringRecommender(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
+        if self.trim_padding:
+            item_seq = trim_padding(item_seq, item_seq_len)
         return self.forward(item_seq, item_seq_len)  # [B, d]
 
     def calculate_loss(self, interaction):
+        if self.train_mode == "all_positions":
+            check_sequence_lengths(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.max_seq_length)
+            return all_positions_ce(self, interaction)
         seq_output = self._user_vector(interaction)  # [B, d]
         pos_items = interaction[self.POS_ITEM_ID]
         if self.loss_type == "BPR":

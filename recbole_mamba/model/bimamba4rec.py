@@ -18,7 +18,7 @@ from recbole_mamba.model.layers import (
     reverse_valid_prefix,
     valid_mask,
 )
-from recbole_mamba.ssm import Mamba
+from recbole_mamba.ssm import Mamba, mamba_pair
 
 FUSIONS = ("concat", "sum", "gate")
 POOLINGS = ("attention", "last", "mean")
@@ -43,10 +43,11 @@ class BiMambaLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_model * 4, dropout)
 
     def forward(self, x, item_seq_len):
-        fwd = self.forward_mamba(x)  # [B, L, d]
-        bwd = reverse_valid_prefix(
-            self.backward_mamba(reverse_valid_prefix(x, item_seq_len)), item_seq_len
-        )  # [B, L, d], position t aligned with item t
+        # both directions in one computation (one scan loop over time on the torch backend)
+        fwd, bwd_reversed = mamba_pair(
+            self.forward_mamba, self.backward_mamba, x, reverse_valid_prefix(x, item_seq_len)
+        )  # [B, L, d] each
+        bwd = reverse_valid_prefix(bwd_reversed, item_seq_len)  # position t aligned with item t
         if self.fusion == "concat":
             fused = self.fuse(torch.cat([fwd, bwd], dim=-1))  # [B, L, d]
         elif self.fusion == "gate":

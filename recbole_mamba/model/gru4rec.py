@@ -10,29 +10,36 @@ gives the same weights and the same metrics.  On top of it:
   target items (in-batch) plus ``n_sample`` extra items drawn with probability
   proportional to popularity^``sample_alpha``; a row's own positive is never one of its
   negatives;
-* ``train_mode: session``: each training sequence is scored at every position in one
-  pass (targets = the next items), in the spirit of session-parallel mini-batches,
-  instead of one row per prefix;
+* ``train_mode: all_positions`` (alias ``session``): each training window is scored at
+  every position in one pass (targets = the next items), in the spirit of
+  session-parallel mini-batches, instead of one row per prefix
+  (:mod:`recbole_mamba.model.all_positions`, shared with Mamba4Rec);
 * a stateful API for incremental inference: :meth:`GRU4Rec.init_state` and
   :meth:`GRU4Rec.step`.
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
-from recbole.data.dataloader import TrainDataLoader
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
-from recbole.trainer import Trainer
 from recbole.utils import InputType
 from torch import nn
 from torch.nn.init import xavier_normal_, xavier_uniform_
 
 from recbole_mamba.errors import ConfigError
-from recbole_mamba.model.base import choose_option
+from recbole_mamba.model.all_positions import (
+    SequentialTrainer,
+    item_cross_entropy,
+    next_item_targets,
+    train_mode_from,
+    trim_padding,
+    window_rows,
+)
+from recbole_mamba.model.base import choose_option, trim_padding_from
 from recbole_mamba.model.layers import check_sequence_lengths
 
 LOSS_TYPES = ("CE", "BPR", "TOP1", "BPR-max", "TOP1-max")
-TRAIN_MODES = ("prefix", "session")
+TRAIN_MODE_ALIASES = {"session": "all_positions"}  # the name this mode had first
 
 
 # ---------------------------------------------------------------- ranking losses
@@ -115,48 +122,11 @@ def candidate_scores(user_vectors, targets, extra_items, item_embedding):
     return pos_score, neg_scores, neg_mask
 
 
-# ---------------------------------------------------------------- session-parallel training
+# ---------------------------------------------------------------- all-positions training
 
-def session_window_rows(user_ids, max_len):
-    """Rows of a prefix-augmented training set that, scored at every position, cover
-    each user's targets exactly once.
-
-    RecBole's augmentation makes one row per target, in time order per user, with the
-    last ``max_len`` items as history.  Scored at every position, the row of target t
-    covers targets t-max_len+1 .. t, so keeping every ``max_len``-th row counted back
-    from each user's last row tiles the user's targets without overlap.
-    """
-    user_ids = np.asarray(user_ids)
-    order = np.argsort(user_ids, kind="stable")  # rows of one user stay in time order
-    sorted_ids = user_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # [n_users]
-    counts = np.diff(np.r_[starts, len(sorted_ids)])  # [n_users]
-    rank = np.arange(len(sorted_ids)) - np.repeat(starts, counts)  # [rows]
-    rows_after = np.repeat(counts, counts) - 1 - rank  # [rows]
-    return np.sort(order[rows_after % max_len == 0])
-
-
-class GRU4RecTrainer(Trainer):
-    """RecBole's Trainer; with ``train_mode: session`` it trains on session windows."""
-
-    def fit(self, train_data, *args, **kwargs):
-        if self.model.train_mode == "session":
-            train_data = self._session_loader(train_data)
-        return super().fit(train_data, *args, **kwargs)
-
-    def _session_loader(self, train_data):
-        dataset = train_data._dataset
-        max_len = self.config["MAX_ITEM_LIST_LENGTH"]
-        rows = session_window_rows(dataset.inter_feat[dataset.uid_field].numpy(), max_len)
-        windows = dataset.copy(dataset.inter_feat[torch.from_numpy(rows)])
-        # train_batch_size keeps meaning "target positions per update": a window holds
-        # up to MAX_ITEM_LIST_LENGTH of them
-        batch_size = self.config["train_batch_size"]
-        self.config["train_batch_size"] = max(1, batch_size // max_len)
-        try:
-            return TrainDataLoader(self.config, windows, train_data._sampler, shuffle=self.config["shuffle"])
-        finally:
-            self.config["train_batch_size"] = batch_size
+# the machinery lives in all_positions.py (shared by every causal model); old names kept
+session_window_rows = window_rows
+GRU4RecTrainer = SequentialTrainer
 
 
 # ---------------------------------------------------------------- model
@@ -167,7 +137,8 @@ class GRU4Rec(SequentialRecommender):
     # pairwise for BPR's dataloader negatives, like RecBole's choice for loss_type BPR;
     # CE and the sampled losses read no dataloader negatives
     input_type = InputType.PAIRWISE
-    trainer_class = GRU4RecTrainer
+    trainer_class = SequentialTrainer
+    causal = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -176,7 +147,8 @@ class GRU4Rec(SequentialRecommender):
         self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
         self.loss_type = choose_option(config, "loss_type", LOSS_TYPES, "GRU4Rec")
-        self.train_mode = choose_option(config, "train_mode", TRAIN_MODES, "GRU4Rec")
+        self.train_mode = train_mode_from(config, "GRU4Rec", aliases=TRAIN_MODE_ALIASES)
+        self.trim_padding = trim_padding_from(config)
         self.n_sample = config["n_sample"]
         self.sample_alpha = config["sample_alpha"]
         self.bpreg = config["bpreg"]
@@ -220,13 +192,14 @@ class GRU4Rec(SequentialRecommender):
             xavier_uniform_(module.weight_hh_l0)
             xavier_uniform_(module.weight_ih_l0)
 
-    def _every_position(self, item_seq):
+    def every_position(self, item_seq):
+        """User vector after each position [B, L, e]; position t reads items 0..t only."""
         item_seq_emb = self.emb_dropout(self.item_embedding(item_seq))  # [B, L, e]
         gru_output, _ = self.gru_layers(item_seq_emb)  # [B, L, h]
         return self.dense(gru_output)  # [B, L, e]
 
     def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self._every_position(item_seq), item_seq_len - 1)  # [B, e]
+        return self.gather_indexes(self.every_position(item_seq), item_seq_len - 1)  # [B, e]
 
     def init_state(self, batch_size, device=None):
         """GRU state before any event: zeros [num_layers, batch_size, hidden_size]."""
@@ -253,20 +226,18 @@ class GRU4Rec(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
         pos_items = interaction[self.POS_ITEM_ID]  # [B]
         check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
+        if self.trim_padding:
+            item_seq = trim_padding(item_seq, item_seq_len)
         if self.train_mode == "prefix":
             return self.forward(item_seq, item_seq_len), pos_items
-        # session: position t predicts item t+1; the last valid position predicts the target
-        next_items = F.pad(item_seq[:, 1:], (0, 1))  # [B, L]
-        next_items = next_items.scatter(1, (item_seq_len - 1).unsqueeze(1), pos_items.unsqueeze(1))  # [B, L]
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)  # [L]
-        valid = positions.unsqueeze(0) < item_seq_len.unsqueeze(1)  # [B, L]
-        return self._every_position(item_seq)[valid], next_items[valid]  # [N, e], [N]
+        # all positions: position t predicts item t+1; the last valid position predicts the target
+        next_items, valid = next_item_targets(item_seq, item_seq_len, pos_items)  # [B, L] each
+        return self.every_position(item_seq)[valid], next_items[valid]  # [N, e], [N]
 
     def calculate_loss(self, interaction):
         user_vectors, targets = self._training_rows(interaction)  # [N, e], [N]
         if self.loss_type == "CE":
-            logits = user_vectors @ self.item_embedding.weight.T  # [N, n_items]
-            return self.ce_loss(logits, targets)
+            return item_cross_entropy(user_vectors, self.item_embedding.weight, targets)
         if self.loss_type == "BPR" and self.train_mode == "prefix":
             # RecBole's BPR: one dataloader negative per row
             pos_score = (user_vectors * self.item_embedding(targets)).sum(dim=-1)  # [B]
@@ -286,6 +257,8 @@ class GRU4Rec(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
+        if self.trim_padding:
+            item_seq = trim_padding(item_seq, item_seq_len)
         seq_output = self.forward(item_seq, item_seq_len)  # [B, e]
         return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=1)  # [B]
 
@@ -293,5 +266,7 @@ class GRU4Rec(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
+        if self.trim_padding:
+            item_seq = trim_padding(item_seq, item_seq_len)
         seq_output = self.forward(item_seq, item_seq_len)  # [B, e]
         return seq_output @ self.item_embedding.weight.T  # [B, n_items]

@@ -4,7 +4,8 @@ Recommendation with Selective State Space Models", arXiv 2403.03900).
 Behaves exactly like the public RecBole reference implementation, init included,
 on either selective-scan backend.
 
-Being causal, it also runs in Mamba's recurrent mode: :meth:`Mamba4Rec.init_state`
+Being causal, it can train on every position of a sequence in one pass
+(``train_mode: all_positions``, :mod:`recbole_mamba.model.all_positions`), and it runs in Mamba's recurrent mode: :meth:`Mamba4Rec.init_state`
 and :meth:`Mamba4Rec.step` append one event per row in O(1) of the history length
 and give the same user vector as :meth:`Mamba4Rec.forward` on the whole history.
 """
@@ -16,6 +17,8 @@ from recbole_mamba.model.layers import MambaLayer
 
 class Mamba4Rec(ItemScoringRecommender):
     """item embedding -> dropout -> LN -> N x MambaLayer -> state at len-1 -> item scores."""
+
+    causal = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -45,11 +48,15 @@ class Mamba4Rec(ItemScoringRecommender):
         )
         self.apply(self._init_weights)
 
-    def forward(self, item_seq, item_seq_len):
+    def every_position(self, item_seq):
+        """User vector after each position [B, L, d]; position t reads items 0..t only."""
         hidden = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
         for layer in self.mamba_layers:
             hidden = layer(hidden)  # [B, L, d]
-        return self.gather_indexes(hidden, item_seq_len - 1)  # [B, d]
+        return hidden
+
+    def forward(self, item_seq, item_seq_len):
+        return self.gather_indexes(self.every_position(item_seq), item_seq_len - 1)  # [B, d]
 
     def init_state(self, batch_size, device=None):
         """Empty-history state for :meth:`step`: one (conv_state, ssm_state) per layer."""

@@ -102,28 +102,35 @@ class Mamba(nn.Module):
         self.backend = backend
 
     def forward(self, hidden_states):
-        backend = resolve_backend(self.backend, hidden_states.device)
-        if backend == "cuda":
+        if self.runs_on_cuda_kernels(hidden_states):
             return self._forward_cuda(hidden_states)
         return self._forward_torch(hidden_states)
+
+    def runs_on_cuda_kernels(self, hidden_states):
+        """True when ``forward`` on these inputs takes the mamba-ssm kernels."""
+        return resolve_backend(self.backend, hidden_states.device) == "cuda"
 
     def _split_x_proj(self, x):
         x_dbl = self.x_proj(x)  # [..., dt_rank + 2N]
         return torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
 
     def _forward_torch(self, hidden_states):
+        return grouped_torch_forward([self], [hidden_states])[0]  # [B, L, d_model]
+
+    def _before_scan(self, hidden_states):
+        """in_proj, causal conv, SiLU, x_proj, dt_proj: (x, z, delta, B, C), [B, L, *] each."""
         xz = self.in_proj(hidden_states)  # [B, L, 2 d_inner]
         x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner] each
         x = F.silu(self._causal_conv(x))  # [B, L, d_inner]
         dt, B, C = self._split_x_proj(x)  # [B, L, R], [B, L, N], [B, L, N]
         delta = F.softplus(self.dt_proj(dt))  # [B, L, d_inner]
-        A = -torch.exp(self.A_log.float())  # [d_inner, N]
-        y = scan_time_major(
-            x.transpose(0, 1), delta.transpose(0, 1), A, B.transpose(0, 1), C.transpose(0, 1)
-        ).transpose(0, 1)  # [B, L, d_inner]
+        return x, z, delta, B, C
+
+    def _after_scan(self, y, x, z):
+        """D skip, SiLU(z) gate, out_proj: y [B, L, d_inner] -> [B, L, d_model]."""
         y = y + x * self.D
         y = y * F.silu(z)
-        return self.out_proj(y)  # [B, L, d_model]
+        return self.out_proj(y)
 
     def _causal_conv(self, x):
         """``conv1d`` (depthwise, causal) as d_conv shifted multiply-adds on [B, L, D].
@@ -209,3 +216,43 @@ class Mamba(nn.Module):
             delta_softplus=True,
         )  # [B, d_inner, L]
         return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
+
+
+
+def grouped_torch_forward(blocks, inputs):
+    """The torch-backend forward of G Mamba blocks of one shape, block g on inputs[g]
+    ([B, L, d_model] each, one shape), with one selective scan for all of them: their
+    G x B rows go through one loop over time, A chosen per group.  Returns the G
+    outputs.  One block is exactly that block's forward."""
+    first = blocks[0]
+    shapes = {(b.d_model, b.d_state, b.d_inner) for b in blocks}
+    if len(shapes) > 1 or len({x.shape for x in inputs}) > 1:
+        raise ValueError("grouped_torch_forward needs Mamba blocks of one shape and inputs of one shape")
+    # projections stay per block (a per-block Linear is as fast as any batched form);
+    # only the scan, the part that loops over time, is shared
+    pre = [block._before_scan(x) for block, x in zip(blocks, inputs)]  # (x, z, delta, B, C) per block
+
+    def time_major(i):  # i-th pre-scan tensor of every block, [B, L, k] each -> [L, G*B, k]
+        parts = [p[i].transpose(0, 1) for p in pre]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    if len(blocks) == 1:
+        A = -torch.exp(first.A_log.float())  # [d_inner, N]
+    else:
+        A = -torch.exp(torch.stack([b.A_log.float() for b in blocks]))  # [G, d_inner, N]
+    y = scan_time_major(time_major(0), time_major(2), A, time_major(3), time_major(4))  # [L, G*B, d_inner]
+    y = y.transpose(0, 1).chunk(len(blocks), dim=0)  # G x [B, L, d_inner]
+    return [block._after_scan(y_g, p[0], p[1]) for block, y_g, p in zip(blocks, y, pre)]
+
+
+def mamba_pair(first, second, x_first, x_second):
+    """``(first(x_first), second(x_second))`` for two Mamba blocks of one shape, computed
+    together: one block used twice runs once on both inputs; two blocks on the torch
+    backend share one selective scan (:func:`grouped_torch_forward`).  On the CUDA
+    kernels each block runs on its own."""
+    if first is second:
+        y = first(torch.cat([x_first, x_second]))  # [2B, L, d]
+        return y[: x_first.shape[0]], y[x_first.shape[0] :]
+    if first.runs_on_cuda_kernels(x_first) or second.runs_on_cuda_kernels(x_second):
+        return first(x_first), second(x_second)
+    return tuple(grouped_torch_forward([first, second], [x_first, x_second]))

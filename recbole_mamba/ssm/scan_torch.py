@@ -30,38 +30,50 @@ def chunk_length(length, batch, d_inner, d_state):
     return int(min(length, max(1, math.ceil(_CHUNK_ELEMENTS / per_step))))
 
 
+def _by_group(t, groups):
+    """[G*r, ...] -> [G, r, ...] (a view); unchanged for one group."""
+    return t if groups == 1 else t.view(groups, -1, *t.shape[1:])
+
+
 class _SelectiveScan(torch.autograd.Function):
     """y = scan(u, delta, A, B, C) in time-major layout; see the module docstring.
 
     The state is kept as [B, N, D] (D contiguous) so that every per-step op is a
-    contiguous elementwise op or a batched vector-matrix product.
+    contiguous elementwise op or a batched vector-matrix product.  ``A`` is [D, N],
+    or [G, D, N] for a batch of G equal groups of consecutive rows (group g uses A[g]).
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C):
-        # u, delta: [L, Bt, D]; A: [D, N]; B, C: [L, Bt, N]
+        # u, delta: [L, Bt, D]; A: [D, N] or [G, D, N]; B, C: [L, Bt, N]
         length, batch, d_inner = u.shape
-        A_t = A.t().contiguous()  # [N, D]
-        T = chunk_length(length, batch, d_inner, A.shape[1])
+        groups = A.shape[0] if A.dim() == 3 else 1
+        A_t = A.transpose(-1, -2).contiguous()  # [N, D] or [G, N, D]
+        A_b = A_t if groups == 1 else A_t[:, None]  # broadcasts against [G, r, N, D]
+        d_state = A.shape[-1]
+        T = chunk_length(length, batch, d_inner, d_state)
         du = delta * u  # [L, Bt, D]
         y = u.new_empty(length, batch, 1, d_inner)
         boundaries = []
-        h = u.new_zeros(batch, A.shape[1], d_inner)  # [Bt, N, D]
+        h = u.new_zeros(batch, d_state, d_inner)  # [Bt, N, D]
         dA = torch.empty_like(h)
+        dA_g = _by_group(dA, groups)
         for t in range(length):
             if t % T == 0:
                 boundaries.append(h.clone())
-            torch.mul(delta[t, :, None, :], A_t, out=dA).exp_()  # [Bt, N, D]
+            torch.mul(_by_group(delta[t, :, None, :], groups), A_b, out=dA_g).exp_()  # [Bt, N, D]
             h.mul_(dA).addcmul_(B[t, :, :, None], du[t, :, None, :])
             torch.bmm(C[t, :, None, :], h, out=y[t])  # [Bt, 1, D]
         ctx.save_for_backward(u, delta, A_t, B, C, torch.stack(boundaries))
         ctx.chunk = T
+        ctx.groups = groups
         return y.squeeze(2)  # [L, Bt, D]
 
     @staticmethod
     def backward(ctx, dy):
         u, delta, A_t, B, C, boundaries = ctx.saved_tensors
-        T = ctx.chunk
+        T, groups = ctx.chunk, ctx.groups
+        A_b = A_t if groups == 1 else A_t[:, None]
         length = u.shape[0]
         dy = dy.contiguous()
         du = delta * u  # [L, Bt, D]
@@ -69,9 +81,10 @@ class _SelectiveScan(torch.autograd.Function):
         grad_B = torch.empty_like(B)[:, :, None, :]  # [L, Bt, 1, N]
         grad_C = torch.empty_like(C)[:, :, None, :]  # [L, Bt, 1, N]
         grad_logdecay = torch.empty_like(u)  # [L, Bt, D]: dLoss/d(delta) through exp(delta A)
-        grad_A_rows = torch.zeros_like(boundaries[0])  # [Bt, N, D], summed over Bt at the end
+        grad_A_rows = torch.zeros_like(boundaries[0])  # [Bt, N, D], summed over rows at the end
         dh = torch.zeros_like(boundaries[0])  # dLoss/dh_t, carried backwards
         w = torch.empty_like(dh)
+        w_g = _by_group(w, groups)
         dA_buf = dh.new_empty((T,) + dh.shape)
         hs_buf = torch.empty_like(dA_buf)
         for k in reversed(range(boundaries.shape[0])):
@@ -82,7 +95,7 @@ class _SelectiveScan(torch.autograd.Function):
             hs = hs_buf[: c1 - c0]  # [T, Bt, N, D]
             prev = boundaries[k]
             for i, t in enumerate(range(c0, c1)):
-                torch.mul(delta[t, :, None, :], A_t, out=dA[i]).exp_()
+                torch.mul(_by_group(delta[t, :, None, :], groups), A_b, out=_by_group(dA[i], groups)).exp_()
                 torch.mul(prev, dA[i], out=hs[i]).addcmul_(B[t, :, :, None], du[t, :, None, :])
                 prev = hs[i]
             for i, t in reversed(list(enumerate(range(c0, c1)))):
@@ -94,11 +107,12 @@ class _SelectiveScan(torch.autograd.Function):
                 dh.mul_(dA[i])  # now dLoss/dh_{t-1} from step t
                 torch.mul(dh, h_prev, out=w)  # dLoss/d(delta_t A) elementwise
                 grad_A_rows.addcmul_(w, delta[t, :, None, :])
-                torch.sum(w.mul_(A_t), dim=1, out=grad_logdecay[t])
+                w_g.mul_(A_b)
+                torch.sum(w, dim=1, out=grad_logdecay[t])
         grad_du = grad_du.squeeze(2)
         grad_delta = grad_logdecay + grad_du * u
         grad_u = grad_du * delta
-        grad_A = grad_A_rows.sum(0).t()  # [D, N]
+        grad_A = _by_group(grad_A_rows, groups).sum(-3).transpose(-1, -2)  # [D, N] or [G, D, N]
         return grad_u, grad_delta, grad_A, grad_B.squeeze(2), grad_C.squeeze(2)
 
 
@@ -125,28 +139,50 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 def scan_time_major(u, delta, A, B, C):
     """Core scan in time-major layout: u, delta [L, B, D]; B, C [L, B, N] -> y [L, B, D].
 
+    ``A`` is [D, N] for every row, or [G, D, N]: the batch is then G equal groups of
+    consecutive rows, group g scanned with A[g] (two Mamba blocks of one shape, such
+    as BiMamba4Rec's two directions, in one loop over time).
+
     Rows are independent, so a batch whose per-step state [B, N, D] would not stay in
-    cache is scanned in slices of rows (~1M state floats each); the per-step ops then
-    run on cache-resident tensors (about 10x faster at B=1024, D=256, N=16).
+    cache is scanned in slices of rows (~1M state floats each, the same rows of every
+    group); the per-step ops then run on cache-resident tensors (about 10x faster at
+    B=1024, D=256, N=16).
+
+    The state is accumulated in float32 (float64 for float64 inputs); y comes back in
+    u's dtype.
     """
     if A.is_complex():
         raise ValueError("the torch selective scan supports real A only (as Mamba uses)")
+    if A.dim() == 3 and A.shape[0] == 1:
+        A = A[0]
+    length, batch, d_inner = u.shape
+    groups = A.shape[0] if A.dim() == 3 else 1
+    if batch % groups:
+        raise ValueError(f"a batch of {batch} rows cannot form {groups} equal groups, one per A")
+    out_dtype = u.dtype
     dtype = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     A = A.contiguous()
-    rows = slice_rows(u.shape[1], A.shape[0], A.shape[1])
+    per_group = batch // groups
+    rows = max(1, slice_rows(batch, d_inner, A.shape[-1]) // groups)  # per group, per slice
+
+    def rows_of_every_group(t, i):  # [L, G*per_group, k] -> rows i..i+rows of each group, [L, G*r, k]
+        if groups == 1:
+            return t[:, i : i + rows].contiguous()
+        return t.view(length, groups, per_group, -1)[:, :, i : i + rows].reshape(length, -1, t.shape[-1])
+
     outputs = [
         _SelectiveScan.apply(
-            u[:, i : i + rows].contiguous(),
-            delta[:, i : i + rows].contiguous(),
-            A,
-            B[:, i : i + rows].contiguous(),
-            C[:, i : i + rows].contiguous(),
+            rows_of_every_group(u, i), rows_of_every_group(delta, i), A,
+            rows_of_every_group(B, i), rows_of_every_group(C, i),
         )
-        for i in range(0, u.shape[1], rows)
+        for i in range(0, per_group, rows)
     ]
-    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # [L, B, D]
-    return y.to(u.dtype)
+    if groups == 1:
+        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # [L, B, D]
+    else:
+        y = torch.cat([o.view(length, groups, -1, d_inner) for o in outputs], dim=2).view(length, batch, d_inner)
+    return y.to(out_dtype)
 
 
 # Per-step state floats of one batch slice (about 4 MB in float32).
