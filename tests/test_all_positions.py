@@ -250,3 +250,14 @@ def test_bimamba_layer_equals_two_separate_directions(share, prepared):
         bwd = reverse_valid_prefix(layer.backward_mamba(reverse_valid_prefix(x, lengths)), lengths)
         expected = layer.ffn(layer.LayerNorm(layer.dropout(layer.fuse(torch.cat([fwd, bwd], -1))) + x))
         torch.testing.assert_close(layer(x, lengths), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_window_buckets_hold_a_position_budget(prepared):
+    train_data, _, _ = prepared
+    lengths = train_data._dataset.inter_feat["item_length"].numpy()
+    loader = LengthBucketedLoader(train_data, lengths, seed=0, max_positions=300)
+    batches = loader.batches()
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(len(lengths)))
+    # every batch of more than one row fits the budget, and short rows share batches
+    assert all(len(b) == 1 or len(b) * lengths[b].max() <= 300 for b in batches)
+    assert max(len(b) for b in batches) > 300 // lengths.max()

@@ -21,7 +21,8 @@ does that, for any causal model in this package:
 * :class:`SequentialTrainer` swaps the training loader for the windows (batches of
   ``max(1, train_batch_size // MAX_ITEM_LIST_LENGTH)`` windows, so ``train_batch_size``
   keeps meaning *target positions per update*, at most) and, with
-  ``length_bucketing: True``, serves batches of rows of similar length in either mode.
+  ``length_bucketing: True``, serves batches of rows of similar length in either mode
+  (in this mode as many windows as fit in ``train_batch_size`` positions).
 
 For such a model in eval mode the loss of a window equals the mean of the prefix-mode
 CE losses of that window's prefixes (``tests/test_all_positions.py``): the same
@@ -161,34 +162,52 @@ class LengthBucketedLoader:
     Each epoch the rows are shuffled, cut into pools of ``_BUCKET_POOL_BATCHES``
     batches, sorted by length inside each pool, cut into batches, and the batches
     shuffled; every row is served once per epoch.  With the batch cut to its longest
-    row, the model then computes little padding.  Everything else (collation, the
-    dataset, negative sampling) is the wrapped loader's.
+    row, the model then computes little padding.  A batch holds the loader's ``step``
+    rows or, with ``max_positions`` (all-positions windows), as many rows as fit in
+    ``max_positions`` computed positions (rows x longest row), so an update keeps
+    about the same number of targets whatever the window lengths.  Everything else
+    (collation, the dataset, negative sampling) is the wrapped loader's.
     """
 
-    def __init__(self, loader, lengths, seed):
+    def __init__(self, loader, lengths, seed, max_positions=None):
         if not loader.config["single_spec"]:
             raise ConfigError("length_bucketing is not supported in distributed training (nproc > 1) yet; "
                               "set length_bucketing=False")
         self._loader = loader
         self._lengths = np.asarray(lengths)
         self._rng = np.random.default_rng(seed)
+        self._max_positions = max_positions
+        self._count = len(self._cut(np.argsort(self._lengths, kind="stable")))
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
 
     def __len__(self):
-        return -(-len(self._lengths) // self._loader.step)
+        return self._count
+
+    def _cut(self, rows):
+        """Consecutive batches of ``rows`` (sorted by length)."""
+        if not self._max_positions:
+            step = self._loader.step
+            return [rows[i : i + step] for i in range(0, len(rows), step)]
+        batches, start = [], 0
+        widths = self._lengths[rows]
+        for end in range(1, len(rows) + 1):  # widths ascend: the batch's width is its last row's
+            if end - start > 1 and (end - start) * widths[end - 1] > self._max_positions:
+                batches.append(rows[start : end - 1])
+                start = end - 1
+        batches.append(rows[start:])
+        return batches
 
     def batches(self):
         """Row indices of each batch of one epoch."""
-        step = self._loader.step
         order = self._rng.permutation(len(self._lengths))
-        pool = step * _BUCKET_POOL_BATCHES
+        pool = self._loader.step * _BUCKET_POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool):
             rows = order[start : start + pool]
-            rows = rows[np.argsort(self._lengths[rows], kind="stable")]
-            batches += [rows[i : i + step] for i in range(0, len(rows), step)]
+            batches += self._cut(rows[np.argsort(self._lengths[rows], kind="stable")])
+        self._count = len(batches)
         return [batches[i] for i in self._rng.permutation(len(batches))]
 
     def __iter__(self):
@@ -201,12 +220,14 @@ class SequentialTrainer(Trainer):
     length-bucketed batches under ``length_bucketing: True``."""
 
     def fit(self, train_data, *args, **kwargs):
-        if getattr(self.model, "train_mode", "prefix") == "all_positions":
+        all_positions = getattr(self.model, "train_mode", "prefix") == "all_positions"
+        if all_positions:
             train_data = self._window_loader(train_data)
         if self.config["length_bucketing"]:
             dataset = train_data._dataset
             lengths = dataset.inter_feat[self.model.ITEM_SEQ_LEN].numpy()
-            train_data = LengthBucketedLoader(train_data, lengths, self.config["seed"])
+            max_positions = self.config["train_batch_size"] if all_positions else None
+            train_data = LengthBucketedLoader(train_data, lengths, self.config["seed"], max_positions)
         return super().fit(train_data, *args, **kwargs)
 
     def _window_loader(self, train_data):
