@@ -43,7 +43,10 @@ def count_parameters(model_name, config_dict):
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model
 
-    config = Config(model=model_name, dataset="taobao-ctr", config_dict=config_dict)
+    from recbole_mamba.registry import PLUGIN_MODELS, props_file
+
+    files = None if model_name in PLUGIN_MODELS else [props_file("dataset", "taobao-ctr")]
+    config = Config(model=model_name, dataset="taobao-ctr", config_file_list=files, config_dict=config_dict)
     train, _, _ = data_preparation(config, create_dataset(config))
     model = get_model(model_name)(config, train._dataset)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -101,6 +104,7 @@ def main():
     from recbole.quick_start import run_recbole
     from recbole_mamba.data.ctr import convert
     from recbole_mamba.gate_analysis import analyse_checkpoint
+    from recbole_mamba.registry import PLUGIN_MODELS, props_file
 
     torch.set_num_threads(args.threads)
     data_dir = os.path.join(HERE, "out", "ctr_taobao")
@@ -126,7 +130,10 @@ def main():
             slug = f"{slugify(name)}-seed{seed}"
             config["checkpoint_dir"] = os.path.join(HERE, "out", "ctr_checkpoints", slug)  # one run's .pth only
             start = time.time()
-            result = run_recbole(model=model_name, dataset="taobao-ctr", config_dict={**config, "seed": seed})
+            # the plugin's dataset YAML reaches only plugin models; RecBole's get it as a file
+            files = None if model_name in PLUGIN_MODELS else [props_file("dataset", "taobao-ctr")]
+            result = run_recbole(model=model_name, dataset="taobao-ctr", config_file_list=files,
+                                 config_dict={**config, "seed": seed})
             row = {"variant": name, "model": model_name, "seed": seed, "seconds": time.time() - start,
                    "test_auc": result["test_result"]["auc"], "test_logloss": result["test_result"]["logloss"],
                    "best_valid_auc": result["best_valid_result"]["auc"]}

@@ -30,7 +30,16 @@ def build_parser():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is not None:
+        # RecBole's Config reads --key=value from sys.argv itself: a list passed here
+        # must be what it reads
+        saved_argv = sys.argv
+        sys.argv = [saved_argv[0] if saved_argv else "run_recbole.py", *argv]
+        try:
+            return main()
+        finally:
+            sys.argv = saved_argv
+    argv = sys.argv[1:]
     if "--recommend" in argv:
         from recbole_mamba.infer import main as recommend
 

@@ -102,7 +102,9 @@ def _patch_config(config_class):
 
     def load_internal_config_dict(self, model, model_class, dataset):
         original(self, model, model_class, dataset)
-        model_defaults = _read_yaml(self, props_file("model", model)) if model in PLUGIN_MODELS else {}
+        if model not in PLUGIN_MODELS:
+            return  # RecBole's own models get RecBole's own configuration, untouched
+        model_defaults = _read_yaml(self, props_file("model", model))
         dataset_props = _read_yaml(self, props_file("dataset", dataset))
         # RecBole's order is overall < model < dataset < quick-start-by-type; a plugin
         # model's YAML slots in at "model": it must not override what RecBole's dataset
@@ -114,8 +116,9 @@ def _patch_config(config_class):
         for key, value in model_defaults.items():
             if key not in later:
                 self.internal_config_dict[key] = value
-        # This package's dataset YAML states the paper protocol for that dataset: it wins
-        # over the generic type defaults (external config still wins over everything).
+        # This package's dataset YAML states the paper protocol for that dataset, for this
+        # package's models: it wins over the generic type defaults (external config still
+        # wins over everything).
         self.internal_config_dict.update(dataset_props)
         self.parameters["Dataset"] += [k for k in dataset_props if k not in self.parameters["Dataset"]]
 

@@ -51,6 +51,13 @@ def check_sequence_lengths(item_seq, item_seq_len, max_len):
             f"item sequences have {item_seq.shape[1]} positions but MAX_ITEM_LIST_LENGTH is "
             f"{max_len}; truncate them or raise MAX_ITEM_LIST_LENGTH"
         )
+    if item_seq_len.numel() and int(item_seq_len.max()) > item_seq.shape[1]:
+        bad = int((item_seq_len > item_seq.shape[1]).sum())
+        raise InputError(
+            f"{bad} row(s) have item_seq_len up to {int(item_seq_len.max())} but the item sequences are "
+            f"{item_seq.shape[1]} positions wide; item_seq_len counts the valid items of each padded row, "
+            "so it must be at most the row width"
+        )
     if item_seq_len.numel() and int(item_seq_len.min()) < 1:
         bad = int((item_seq_len < 1).sum())
         raise InputError(

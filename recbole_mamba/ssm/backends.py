@@ -2,12 +2,12 @@
 
 ``torch``: :mod:`recbole_mamba.ssm.scan_torch`, everywhere.
 ``cuda``: the ``mamba_ssm`` selective-scan kernel and ``causal_conv1d``, on CUDA tensors.
-``auto``: ``cuda`` when both kernels import and the model sits on a CUDA device,
-otherwise ``torch``.
+``auto``: ``cuda`` when both kernels import *and run* (one tiny call each, on the
+model's device) and the model sits on a CUDA device, otherwise ``torch``.
 
 mamba_ssm <= 2.3.2 raises at import when its CUDA extension is missing and newer
-releases raise at call time, so the probe imports inside a broad ``except`` and
-never at package import.
+releases import fine but raise at call time, so the probe imports inside a broad
+``except``, never at package import, and ``auto`` trusts only a call that worked.
 """
 import functools
 import logging
@@ -37,18 +37,43 @@ def cuda_kernels():
     return selective_scan_fn, causal_conv1d_fn, ""
 
 
-def cuda_available():
-    """True when the CUDA kernels import and a CUDA device exists."""
-    return torch.cuda.is_available() and cuda_kernels()[0] is not None
+@functools.lru_cache(maxsize=None)
+def probe_kernels(device="cuda"):
+    """``(True, "")`` when one tiny call of each kernel runs on ``device``, else
+    ``(False, reason)``.  Cached: the probe runs once per device."""
+    scan_fn, conv_fn, reason = cuda_kernels()
+    if scan_fn is None:
+        return False, reason
+    try:
+        batch, d_inner, d_state, length, width = 1, 4, 2, 3, 4
+        x = torch.randn(batch, d_inner, length, device=device)
+        conv_fn(x, torch.randn(d_inner, width, device=device), torch.zeros(d_inner, device=device), activation="silu")
+        scan_fn(
+            x, torch.rand(batch, d_inner, length, device=device), -torch.rand(d_inner, d_state, device=device),
+            torch.randn(batch, d_state, length, device=device), torch.randn(batch, d_state, length, device=device),
+            torch.ones(d_inner, device=device), z=torch.randn(batch, d_inner, length, device=device),
+            delta_bias=torch.zeros(d_inner, device=device), delta_softplus=True,
+        )
+    except Exception as error:  # a build that imports but cannot run (wrong arch, ABI, ...)
+        return False, f"the kernels import but a test call failed ({type(error).__name__}: {error})"
+    return True, ""
+
+
+def cuda_available(device="cuda"):
+    """True when a CUDA device exists and the CUDA kernels import and run on it."""
+    return torch.cuda.is_available() and probe_kernels(str(device))[0]
+
+
+def check_backend_name(requested):
+    """A BackendError unless ``requested`` names a backend (the device is checked later)."""
+    if str(requested).lower() not in BACKENDS:
+        raise BackendError(f"ssm_backend={requested!r} is not a backend; use one of {', '.join(BACKENDS)}")
 
 
 def resolve_backend(requested, device=None):
     """Validate ``requested`` and return the backend a model on ``device`` will use."""
+    check_backend_name(requested)
     name = str(requested).lower()
-    if name not in BACKENDS:
-        raise BackendError(
-            f"ssm_backend={requested!r} is not a backend; use one of {', '.join(BACKENDS)}"
-        )
     on_cuda = device is not None and torch.device(device).type == "cuda"
     if name == "cuda":
         if not torch.cuda.is_available() or not on_cuda:
@@ -63,8 +88,19 @@ def resolve_backend(requested, device=None):
             )
         return "cuda"
     if name == "auto":
-        return "cuda" if on_cuda and cuda_available() else "torch"
+        if not on_cuda:
+            return "torch"
+        if cuda_available(torch.device(device)):
+            return "cuda"
+        _log_fallback(probe_kernels(str(torch.device(device)))[1] or "no CUDA device")
+        return "torch"
     return "torch"
+
+
+@functools.lru_cache(maxsize=None)
+def _log_fallback(reason):
+    """Say once per reason why ``auto`` runs the torch scan on a CUDA device."""
+    logging.getLogger().warning(f"recbole_mamba: ssm_backend=auto uses 'torch' on this CUDA device: {reason}")
 
 
 @functools.lru_cache(maxsize=None)

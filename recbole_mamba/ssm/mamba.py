@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_mamba.ssm.backends import cuda_kernels, resolve_backend
+from recbole_mamba.ssm.backends import check_backend_name, cuda_kernels, resolve_backend
 from recbole_mamba.ssm.scan_torch import scan_time_major
 
 
@@ -55,7 +55,7 @@ class Mamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.use_fast_path = use_fast_path
         self.layer_idx = layer_idx
-        resolve_backend(backend)  # validates the name; the device is known at forward
+        check_backend_name(backend)  # the device is known at forward
         self.backend = backend
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory)
@@ -70,7 +70,6 @@ class Mamba(nn.Module):
         )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
         # dt_proj: weights keep the variance of dt at init; the bias is softplus^-1 of a
         # step size drawn log-uniformly in [dt_min, dt_max] (Mamba's S4D-style init).
@@ -96,9 +95,11 @@ class Mamba(nn.Module):
         self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # [d_inner]
         self.D._no_weight_decay = True
+        # built last, as upstream does: the same seed then draws the same init
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
     def set_backend(self, backend):
-        resolve_backend(backend)
+        check_backend_name(backend)
         self.backend = backend
 
     def forward(self, hidden_states):
