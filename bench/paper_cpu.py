@@ -237,7 +237,7 @@ def table(result):
         for label, row in entry["models"].items():
             metrics = " | ".join(f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if len(row["seeds"]) > 1 else "")
                                  for m in METRICS)
-            budget = f"{row['budget_min']:.0f} min" if row["budget_min"] else "–"
+            budget = f"{row['budget_min']:g} min" if row["budget_min"] else "–"
             if "wall-clock budget" in row["stopped_by"]:
                 budget += " (hit)"
             name = label.split(" (")[0]
@@ -257,7 +257,38 @@ def table(result):
     return "\n".join(lines)
 
 
-def merge(paths, out):
+def padding_lines(padding):
+    """What trimming and bucketing buy, and BiMamba4Rec / Mamba4Rec, from bench/padding.py's JSON."""
+    lines = ["What padding costs in prefix mode (`python bench/padding.py`, batch 2048, 1 thread; "
+             "`padding.json`): positions one epoch computes, and seconds per training step",
+             "", "| dataset | padded | trimmed | bucketed + trimmed | valid targets | Mamba4Rec step padded → bucketed | "
+             "BiMamba4Rec 2L step padded → bucketed | BiMamba4Rec / Mamba4Rec, 1 layer each | 2 layers each | "
+             "one scan vs two (BiMamba4Rec 1L) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, e in padding["datasets"].items():
+        p, st = e["positions_per_epoch"], e["step_s"]
+        m, b = st["Mamba4Rec 1L"], st["BiMamba4Rec 2L"]
+        lines.append(
+            f"| {TITLES[dataset]} | {p['padded']:,} | {p['trimmed']:,} | {p['bucketed']:,} | {p['valid']:,} | "
+            f"{m['padded']:.1f} s → {m['bucketed']:.1f} s | {b['padded']:.1f} s → {b['bucketed']:.1f} s | "
+            f"{e['bimamba_over_mamba']['1L']:.2f}× | {e['bimamba_over_mamba']['2L']:.2f}× | "
+            f"{e['bimamba_1L_one_scan_speedup']:.2f}× |")
+    return lines + [""]
+
+
+def readme_lines(result, padding):
+    lines = ["Paper configs on a CPU (`bench/results/paper_cpu.json`, merged from one process per run with "
+             "`python bench/paper_cpu.py --merge ...`; commands in the JSON). " + result["machine_summary"] + ". "
+             "Test metrics at the best valid NDCG@10 epoch; *min to best*: wall-clock minutes (training + "
+             "validation) to that epoch.", ""]
+    lines += [n + "." for n in result["notes"]] + [""]
+    lines += table(result).splitlines()
+    lines += ["![valid NDCG@10 against wall-clock time](paper_cpu.png)", ""]
+    if padding:
+        lines += padding_lines(padding)
+    return lines
+
+
+def merge(paths, out, update_readme=False):
     parts = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -280,6 +311,14 @@ def merge(paths, out):
     save_json(result, out)
     plot(result, os.path.splitext(out)[0] + ".png")
     print(result["table_md"])
+    if update_readme:
+        from common import REPO
+        from make_readme import update_readme as splice
+
+        padding_path = os.path.join(os.path.dirname(out), "padding.json")
+        padding = json.load(open(padding_path, encoding="utf-8")) if os.path.exists(padding_path) else None
+        splice(os.path.join(REPO, "README.md"), readme_lines(result, padding), "<!-- paper_cpu:start -->",
+               "<!-- paper_cpu:end -->")
     return result
 
 
@@ -298,9 +337,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     parser.add_argument("--merge", nargs="+", metavar="JSON")
+    parser.add_argument("--update-readme", action="store_true", help="with --merge: splice the table into README.md")
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge, args.out or os.path.join(RESULTS, "paper_cpu.json"))
+        return merge(args.merge, args.out or os.path.join(RESULTS, "paper_cpu.json"), args.update_readme)
 
     import torch
 

@@ -31,16 +31,15 @@ def resume_path(value, checkpoint_dir, model):
 
 def read_checkpoint(path, map_location="cpu"):
     """A RecBole checkpoint dict, or a CheckpointError saying why ``path`` is not one."""
-    import torch
-
-    from recbole_mamba.compat import trusted_checkpoint_load
+    from recbole_mamba.safe_load import load_checkpoint_file
 
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found; pass a .pth that RecBole saved under checkpoint_dir "
                               "(default ./saved)")
     try:
-        with trusted_checkpoint_load():
-            checkpoint = torch.load(path, map_location=map_location)
+        checkpoint = load_checkpoint_file(path, map_location=map_location)
+    except CheckpointError:
+        raise
     except Exception as error:  # torch raises several unrelated types for a non-checkpoint file
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__}); "
                               "pass a .pth that RecBole's trainer saved") from None
@@ -78,6 +77,10 @@ def check_checkpoint_fits(checkpoint, model, model_name, path):
 def _wrap_resume_checkpoint(original):
     @functools.wraps(original)
     def resume_checkpoint(self, resume_file):
+        if self.config["trust_checkpoint"]:
+            from recbole_mamba.safe_load import trust
+
+            trust(resume_file)
         checkpoint = read_checkpoint(str(resume_file))
         check_checkpoint_fits(checkpoint, self.model, self.config["model"], resume_file)
         return original(self, resume_file)

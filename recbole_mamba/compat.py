@@ -5,52 +5,19 @@ The dependency pins in ``pyproject.toml`` handle numpy 2 (``np.float_``), pandas
 What a pin cannot fix is patched here, once, when ``recbole_mamba`` is imported:
 
 * torch >= 2.6 loads checkpoints with ``weights_only=True``, but RecBole's checkpoints
-  pickle the whole ``Config``; RecBole's own loaders (best-model reload after
-  training, ``resume_checkpoint``, ``load_data_and_model``) get ``weights_only=False``
-  back.  Only these callers change: the files are the ones RecBole itself wrote.
+  pickle the whole ``Config`` with protocol 4, which that unpickler cannot read;
+  RecBole's own loaders (best-model reload after training, ``resume_checkpoint``,
+  ``load_data_and_model``) read through :mod:`recbole_mamba.safe_load` instead, a
+  restricted unpickler that never runs code from the file, and checkpoints are
+  written atomically.
 * importing RecBole's SINE (which every sequential model import pulls in through
   ``recbole.model.sequential_recommender``) turns on autograd anomaly mode for the
   whole process, which makes every training step ~1.8x slower; it is turned off again.
 """
-import contextlib
-import functools
 import os
 import warnings
 
 import torch
-
-_torch_load = torch.load
-
-
-@contextlib.contextmanager
-def trusted_checkpoint_load():
-    """Inside: ``torch.load`` defaults to ``weights_only=False`` (RecBole's own files)."""
-
-    @functools.wraps(_torch_load)
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return _torch_load(*args, **kwargs)
-
-    saved = torch.load
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = saved
-
-
-def _with_trusted_load(function):
-    if getattr(function, "_recbole_mamba_trusted", False):
-        return function
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with trusted_checkpoint_load():
-            return function(*args, **kwargs)
-
-    wrapper._recbole_mamba_trusted = True
-    return wrapper
-
 
 def _quiet_known_warnings():
     # ray 2.6 imports pkg_resources (deprecated in setuptools 81); RecBole 1.2.1 uses
@@ -92,12 +59,9 @@ def apply():
 
     _race_free_ensure_dir()
 
-    for cls in (trainer.Trainer,):
-        cls.resume_checkpoint = _with_trusted_load(cls.resume_checkpoint)
-        cls.evaluate = _with_trusted_load(cls.evaluate)
-    load_data_and_model = _with_trusted_load(quick_start.load_data_and_model)
-    quick_start.load_data_and_model = load_data_and_model
-    recbole.quick_start.load_data_and_model = load_data_and_model
+    from recbole_mamba import safe_load
+
+    safe_load.install()
 
     # one-line errors for missing/malformed dataset files and unfitting checkpoints,
     # and the ``resume`` config key

@@ -36,7 +36,8 @@ def load_checkpoint(path, device=None):
     from recbole.data import create_dataset
     from recbole.utils import ModelType, get_model, init_seed
 
-    from recbole_mamba.compat import trusted_checkpoint_load
+    from recbole_mamba.errors import CheckpointError
+    from recbole_mamba.safe_load import load_checkpoint_file
 
     if not os.path.isfile(path):
         raise InputError(
@@ -44,8 +45,9 @@ def load_checkpoint(path, device=None):
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        with trusted_checkpoint_load():
-            checkpoint = torch.load(path, map_location=device)
+        checkpoint = load_checkpoint_file(path, map_location=device)
+    except CheckpointError:
+        raise
     except Exception as error:  # any unpickling failure means: not a checkpoint file
         raise InputError(f"{path!r} is not a readable torch checkpoint ({type(error).__name__}); "
                          "pass a .pth file RecBole saved") from None
@@ -318,6 +320,9 @@ def build_parser(prog="python -m recbole_mamba.infer"):
     parser.add_argument("--output", help="write .csv or .parquet instead of printing CSV to stdout")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="users per forward pass")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle the checkpoint in full even if it names objects outside the allow-list "
+                             "(only for files from a source you trust: unpickling can run code)")
     return parser
 
 
@@ -328,6 +333,10 @@ def main(argv=None, prog="python -m recbole_mamba.infer"):
             raise InputError(f"--topk={args.topk} must be at least 1")
         if args.all_users and not args.output:
             raise InputError("--all-users writes a file; add --output=recs.csv or --output=recs.parquet")
+        if args.trust_checkpoint:
+            from recbole_mamba.safe_load import trust
+
+            trust(args.checkpoint)
         recommender = Recommender.from_checkpoint(args.checkpoint, args.device)
         if args.all_users:
             rows = recommender.recommend_all(args.output, args.topk, args.include_seen, args.batch_size)

@@ -303,3 +303,79 @@ def test_cli_main_passes_a_list_through_to_recbole():
     test = result["test_result"]
     assert "mrr@3" in test and all(k.endswith("@3") for k in test)  # --topk=[3] reached RecBole
     assert sys.argv == argv_before
+
+
+# ---------------------------------------------------------------- checkpoints from elsewhere
+
+class _Planted:
+    """Unpickling this object opens (creates) a file: a stand-in for any code a crafted .pth runs."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def crafted_checkpoint(folder):
+    marker = folder / "pwned.txt"
+    path = folder / "Mamba4Rec-crafted.pth"
+    torch.save({"config": _Planted(str(marker)), "state_dict": {}, "epoch": 0, "cur_step": 0,
+                "best_valid_score": 0.0, "optimizer": {}}, path)
+    return path, marker
+
+
+def test_crafted_checkpoint_runs_nothing_through_recommend(tmp_path, capsys):
+    from recbole_mamba.infer import main as recommend
+
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(SystemExit):
+        recommend(["--checkpoint", str(path), "--users", "1"])
+    assert not marker.exists()
+    err = capsys.readouterr().err.strip()
+    assert "would build" in err and "--trust-checkpoint" in err and "\n" not in err
+
+
+def test_crafted_checkpoint_runs_nothing_through_resume(tmp_path, capsys):
+    from recbole_mamba.cli import main
+
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["--model=Mamba4Rec", "--dataset=ml-100k", f"--resume={path}", "--epochs=1", "--hidden_size=8",
+              "--d_state=4", "--MAX_ITEM_LIST_LENGTH=10", "--use_gpu=False", "--state=WARNING",
+              "--val_interval={'rating': '[5,5]'}", "--show_progress=False"])
+    assert not marker.exists()
+    assert "trust_checkpoint=True" in capsys.readouterr().err
+
+
+def test_crafted_checkpoint_runs_nothing_through_load_data_and_model(tmp_path):
+    from recbole.quick_start import load_data_and_model
+
+    from recbole_mamba.errors import CheckpointError
+    from recbole_mamba.safe_load import load_checkpoint_file, trust
+
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="would build"):
+        load_data_and_model(str(path))
+    assert not marker.exists()
+    # the file really runs code when fully unpickled: trusting it explicitly does that
+    trust(path)
+    load_checkpoint_file(path)
+    assert marker.exists()
+
+
+def test_own_checkpoints_are_written_atomically_and_load_restricted(tmp_path):
+    from recbole.quick_start import load_data_and_model, run_recbole
+
+    from recbole_mamba import safe_load
+
+    run_recbole(model="Mamba4Rec", dataset="ml-100k", config_dict={
+        **TINY, "hidden_size": 8, "d_state": 4, "MAX_ITEM_LIST_LENGTH": 10, "val_interval": {"rating": "[5,5]"},
+        "checkpoint_dir": str(tmp_path / "saved")})
+    files = os.listdir(tmp_path / "saved")
+    assert len(files) == 1 and not any(".tmp-" in f for f in files)
+    path = str(tmp_path / "saved" / files[0])
+    assert safe_load._fully_trusted(path)  # this process wrote it
+    safe_load._written.clear()  # as if another process had: the restricted loader reads it all the same
+    config, model, *_ = load_data_and_model(path)
+    assert config["model"] == "Mamba4Rec" and type(model).__name__ == "Mamba4Rec"
