@@ -3,8 +3,11 @@ that do not fit the model.
 
 Config key ``resume``: a checkpoint path (or ``latest`` for the newest
 ``<model>-*.pth`` in ``checkpoint_dir``). With it, RecBole's trainer first calls its own
-``resume_checkpoint`` (weights, optimizer, epoch, best score) and then trains the
-remaining epochs: ``run_recbole.py --model=Mamba4Rec --resume=saved/Mamba4Rec-....pth``.
+``resume_checkpoint`` (weights, optimizer, epoch, best score), the random streams saved
+with the checkpoint are restored, and then it trains the remaining epochs:
+``run_recbole.py --model=Mamba4Rec --resume=saved/Mamba4Rec-....pth``.  RecBole saves a
+checkpoint only at the end of an epoch whose validation improved, so a run resumes from
+there (not mid-epoch), and ends as the uninterrupted run would.
 """
 import functools
 import glob
@@ -83,7 +86,11 @@ def _wrap_resume_checkpoint(original):
             trust(resume_file)
         checkpoint = read_checkpoint(str(resume_file))
         check_checkpoint_fits(checkpoint, self.model, self.config["model"], resume_file)
-        return original(self, resume_file)
+        result = original(self, resume_file)
+        from recbole_mamba.safe_load import restore_rng_state
+
+        restore_rng_state(self, checkpoint.get("rng_state"))  # continue the run's random streams
+        return result
 
     resume_checkpoint._recbole_mamba = True
     return resume_checkpoint
@@ -92,6 +99,7 @@ def _wrap_resume_checkpoint(original):
 def _wrap_fit(original):
     @functools.wraps(original)
     def fit(self, train_data, *args, **kwargs):
+        self._recbole_mamba_train_data = train_data  # its shuffling state goes into checkpoints
         value = self.config["resume"]
         if value and not getattr(self, "_recbole_mamba_resumed", False):
             self._recbole_mamba_resumed = True

@@ -161,20 +161,70 @@ class _TorchWithSafeLoad(types.ModuleType):
         return load_checkpoint_file(f, map_location=map_location, **kwargs)
 
 
+def rng_state(trainer):
+    """Every random stream a resumed run must continue: torch (and CUDA), numpy, Python,
+    and the training loader's shuffling (RecBole's generator, our length buckets)."""
+    import random
+
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    loader = getattr(trainer, "_recbole_mamba_train_data", None)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        state["loader"] = generator.get_state()
+    buckets = getattr(loader, "_rng", None)
+    if buckets is not None:
+        state["buckets"] = buckets.bit_generator.state
+    return state
+
+
+def restore_rng_state(trainer, state):
+    """Undo :func:`rng_state` (a checkpoint without one changes nothing)."""
+    import random
+
+    import numpy as np
+
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    loader = getattr(trainer, "_recbole_mamba_train_data", None)
+    if "loader" in state and isinstance(getattr(loader, "generator", None), torch.Generator):
+        loader.generator.set_state(state["loader"])
+    if "buckets" in state and getattr(loader, "_rng", None) is not None:
+        loader._rng.bit_generator.state = state["buckets"]
+
+
 def _atomic_save_checkpoint(original):
-    """RecBole's ``_save_checkpoint``, written to a temporary file and renamed into place
-    (a run killed mid-save never leaves a half-written checkpoint), then recorded as
-    written by this process."""
+    """RecBole's ``_save_checkpoint`` (the same keys), plus the random streams of the run
+    (so a resumed run continues exactly as an uninterrupted one), written to a temporary
+    file and renamed into place (a run killed mid-save never leaves a half-written
+    checkpoint), then recorded as written by this process."""
     import functools
 
     @functools.wraps(original)
-    def save(self, epoch, *args, **kwargs):
+    def save(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
         final = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
+            "rng_state": rng_state(self),
+        }
         tmp = f"{final}.tmp-{os.getpid()}"
-        original(self, epoch, *args, saved_model_file=tmp, **kwargs)
-        if os.path.exists(tmp):  # other ranks than 0 save nothing
-            os.replace(tmp, final)
-            record_written(final)
+        torch.save(state, tmp, pickle_protocol=4)
+        os.replace(tmp, final)
+        record_written(final)
+        if verbose:
+            self.logger.info(f"Saving current: {final}")
 
     save._recbole_mamba = True
     return save
