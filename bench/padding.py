@@ -118,7 +118,12 @@ def main():
             model = get_model(model_name)(config, train_data._dataset)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             entry["step_s"][key] = {}
-            way_list = ways if (model_name, layers, pairing) in (("Mamba4Rec", 1, pair), ("BiMamba4Rec", 2, pair)) else {"bucketed": ways["bucketed"]}
+            if (model_name, layers, pairing) == ("Mamba4Rec", 1, pair):
+                way_list = ways
+            elif (model_name, layers, pairing) == ("BiMamba4Rec", 2, pair):
+                way_list = {w: ways[w] for w in ("padded", "bucketed")}
+            else:
+                way_list = {"bucketed": ways["bucketed"]}
             for way, (batches, trim) in way_list.items():
                 step_seconds(model, optimizer, inter[torch.from_numpy(batches[0][:64])], trim)  # warm-up
                 seconds = [step_seconds(model, optimizer, inter[torch.from_numpy(b)], trim) for b in batches]

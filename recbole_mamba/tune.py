@@ -48,8 +48,13 @@ def parse_params_file(path):
         raise ConfigError(f"params file {path!r} not found; pass --params_file=PATH "
                           f"(examples in {HYPER_DIR})")
     space = {}
-    with open(path, "r", encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw_bytes in enumerate(f, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ConfigError(f"{path} line {number}: not valid UTF-8 ({error.reason}); "
+                                  "re-save the params file as UTF-8") from None
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue

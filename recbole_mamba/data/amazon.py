@@ -9,7 +9,7 @@ reviewerID, asin, overall, unixReviewTime.
 import collections
 import json
 
-from recbole_mamba.data.atomic import clean_token, iter_lines, write_ratings
+from recbole_mamba.data.atomic import clean_token, finite_float, iter_lines, write_ratings
 
 CSV_COLUMNS = ("user", "item", "rating", "timestamp")
 
@@ -34,9 +34,9 @@ def parse_csv_line(line, positions, separator):
     if not user or not item:
         return "empty user or item id"
     try:
-        return clean_token(user), clean_token(item), float(rating), float(timestamp)
+        return clean_token(user), clean_token(item), finite_float(rating), finite_float(timestamp)
     except ValueError:
-        return "non-numeric rating or timestamp"
+        return "non-numeric or non-finite rating or timestamp"
 
 
 def parse_json_line(line):
@@ -49,11 +49,11 @@ def parse_json_line(line):
         return "invalid JSON"
     try:
         user, item = str(review["reviewerID"]), str(review["asin"])
-        rating, timestamp = float(review["overall"]), float(review["unixReviewTime"])
+        rating, timestamp = finite_float(review["overall"]), finite_float(review["unixReviewTime"])
     except KeyError:
         return "missing reviewerID/asin/overall/unixReviewTime"
     except (TypeError, ValueError):
-        return "non-numeric overall or unixReviewTime"
+        return "non-numeric or non-finite overall or unixReviewTime"
     return clean_token(user), clean_token(item), rating, timestamp
 
 

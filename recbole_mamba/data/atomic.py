@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import gzip
 import io
+import math
 import os
 
 import numpy as np
@@ -32,13 +33,35 @@ def iter_lines(path, encoding="utf-8", progress=True, desc=None):
         # the compressed position is the honest progress for .gz; for plain text both agree
         source = getattr(raw, "fileobj", None) or raw
         last = 0
-        for number, line in enumerate(stream, start=1):
+        number = 0
+        lines = iter(stream)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as error:  # decoded in blocks: the line is known to within one block
+                from recbole_mamba.errors import DatasetError
+
+                raise DatasetError(
+                    f"{os.path.basename(path)}: not valid {encoding} text after line {number} "
+                    f"(byte {error.object[error.start:error.start + 1]!r}: {error.reason}); "
+                    f"re-save the file as {encoding}") from None
+            number += 1
             if number % 8192 == 0:
                 position = source.tell()
                 bar.update(position - last)
                 last = position
             yield number, line.rstrip("\r\n")
         bar.update(total - last)
+
+
+def finite_float(text):
+    """float(text), or ValueError for NaN and infinities (RecBole cannot order by them)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text!r}")
+    return value
 
 
 def clean_token(value):

@@ -9,7 +9,7 @@ import os
 import re
 
 from recbole_mamba.data.atomic import (
-    Summary, clean_token, dataset_file, iter_lines, write_atomic, write_ratings,
+    Summary, clean_token, dataset_file, finite_float, iter_lines, write_atomic, write_ratings,
 )
 
 ENCODING = "latin-1"
@@ -31,9 +31,9 @@ def parse_rating_line(line):
     if not user or not item:
         return "empty user or item id"
     try:
-        return user, item, float(rating), float(timestamp)
+        return user, item, finite_float(rating), finite_float(timestamp)
     except ValueError:
-        return "non-numeric rating or timestamp"
+        return "non-numeric or non-finite rating or timestamp"
 
 
 def _read(path, parse, progress):
