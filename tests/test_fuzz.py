@@ -43,3 +43,17 @@ def test_non_finite_timestamps_are_dropped_not_written(tmp_path):
     rows = (tmp_path / "out" / "a" / "a.inter").read_text().splitlines()[1:]
     assert sorted(r.split("\t")[0] + r.split("\t")[1] for r in rows) == ["u1i1", "u2i3"]  # -5 is a real (old) time
     assert sum(summary.dropped.values()) == 2
+
+
+def test_truncated_gzip_is_a_one_line_error(tmp_path):
+    import gzip
+
+    from recbole_mamba.data import seqfile
+    from recbole_mamba.errors import DatasetError
+
+    whole = gzip.compress(b"1 10 11 12\n2 10 13\n" * 50)
+    path = tmp_path / "seq.txt.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt") as error:
+        seqfile.convert(str(path), "s", str(tmp_path / "out"), progress=False)
+    assert "\n" not in str(error.value)

@@ -7,6 +7,7 @@ import gzip
 import io
 import math
 import os
+import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -47,6 +48,12 @@ def iter_lines(path, encoding="utf-8", progress=True, desc=None):
                     f"{os.path.basename(path)}: not valid {encoding} text after line {number} "
                     f"(byte {error.object[error.start:error.start + 1]!r}: {error.reason}); "
                     f"re-save the file as {encoding}") from None
+            except (EOFError, OSError, zlib.error) as error:  # a truncated or corrupt .gz
+                from recbole_mamba.errors import DatasetError
+
+                raise DatasetError(
+                    f"{os.path.basename(path)}: the compressed stream is truncated or corrupt after line {number} "
+                    f"({type(error).__name__}: {error}); download or copy the file again") from None
             number += 1
             if number % 8192 == 0:
                 position = source.tell()
