@@ -26,13 +26,14 @@ from accuracy import ML1M_NOTE, prepare_games, prepare_ml1m, prepared_data
 from common import OUT, RESULTS, machine_record, recbole_config, repo_relative, save_json
 
 MAX_LEN = {"ml-1m": 200, "amazon-video-games": 50}
+BATCH = 2048  # rows per prefix batch (--batch)
 
 
 def protocol(dataset, data_path):
     return {
         "data_path": data_path, "use_gpu": False, "state": "WARNING", "show_progress": False,
         "loss_type": "CE", "train_neg_sample_args": None, "MAX_ITEM_LIST_LENGTH": MAX_LEN[dataset],
-        "train_batch_size": 2048, "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)",
+        "train_batch_size": BATCH, "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)",
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["NDCG"], "topk": [10], "valid_metric": "NDCG@10",
     }
@@ -67,8 +68,12 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=list(MAX_LEN))
     parser.add_argument("--batches", type=int, default=3, help="timed training steps per model and way")
     parser.add_argument("--users", type=int, default=0, help="uniform user subset, for smoke runs (0 = all)")
+    parser.add_argument("--batch", type=int, default=2048,
+                        help="rows per batch (BiMamba4Rec 2L at 2048 x 200 padded needs ~17 GB)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "padding.json"))
     args = parser.parse_args()
+    global BATCH
+    BATCH = args.batch
 
     import torch
 
@@ -80,7 +85,8 @@ def main():
     args.out = os.path.abspath(args.out)
     os.makedirs(OUT, exist_ok=True)
     os.chdir(OUT)
-    result = {"benchmark": "padding, length buckets and BiMamba4Rec / Mamba4Rec step cost (prefix mode, batch 2048)",
+    result = {"benchmark": f"padding, length buckets and BiMamba4Rec / Mamba4Rec step cost (prefix mode, batch {BATCH})",
+              "batch": BATCH,
               "command": "python bench/padding.py " + " ".join(repo_relative(a) for a in sys.argv[1:]),
               **machine_record(1), "notes": [ML1M_NOTE], "datasets": {}}
     pair = bimamba_module.mamba_pair
@@ -95,16 +101,20 @@ def main():
         inter = train_data._dataset.inter_feat
         lengths = inter["item_length"].numpy()
         rng = np.random.default_rng(0)
-        positions = epoch_positions(lengths, 2048, MAX_LEN[dataset], rng)
+        positions = epoch_positions(lengths, BATCH, MAX_LEN[dataset], rng)
         windows = all_positions.window_rows(inter["user_id"].numpy(), MAX_LEN[dataset])
         positions["all_positions_windows"] = int(len(windows))
         positions["all_positions_padded"] = int(len(windows)) * MAX_LEN[dataset]
         order = rng.permutation(len(lengths))
-        random_batches = [order[i * 2048:(i + 1) * 2048] for i in range(args.batches)]
-        loader_stub = type("L", (), {"step": 2048, "config": {"single_spec": True}})
-        bucketed_batches = all_positions.LengthBucketedLoader(loader_stub, lengths, 1).batches()[: args.batches]
+        random_batches = [order[i * BATCH:(i + 1) * BATCH] for i in range(args.batches)]
+        loader_stub = type("L", (), {"step": BATCH, "config": {"single_spec": True}})
+        every_bucket = all_positions.LengthBucketedLoader(loader_stub, lengths, 1).batches()
+        widths = np.array([lengths[b].max() for b in every_bucket])
+        # the buckets of median width stand for an epoch of them (step time grows ~linearly with width)
+        bucketed_batches = [every_bucket[i] for i in np.argsort(np.abs(widths - np.median(widths)))[: args.batches]]
         ways = {"padded": (random_batches, False), "trimmed": (random_batches, True), "bucketed": (bucketed_batches, True)}
-        entry = {"rows_per_epoch": int(len(lengths)), "batches_per_epoch": -(-len(lengths) // 2048),
+        entry = {"bucket_width_median": float(np.median(widths)), "bucket_width_mean": float(widths.mean()),
+                 "rows_per_epoch": int(len(lengths)), "batches_per_epoch": -(-len(lengths) // BATCH),
                  "positions_per_epoch": positions, "mean_batch_width": {}, "step_s": {}, "bimamba_over_mamba": {}}
         for way, (batches, trim) in ways.items():
             entry["mean_batch_width"][way] = float(np.mean([lengths[b].max() if trim else MAX_LEN[dataset] for b in batches]))
@@ -130,6 +140,8 @@ def main():
                 entry["step_s"][key][way] = float(np.mean(seconds))
                 print(f"{dataset} {key} {way}: {np.mean(seconds):.2f} s/step "
                       f"(width {entry['mean_batch_width'][way]:.0f})", flush=True)
+                result["datasets"][dataset] = entry
+                save_json(result, args.out)  # after every measurement
         bimamba_module.mamba_pair = pair
         for layers in (1, 2):
             entry["bimamba_over_mamba"][f"{layers}L"] = (entry["step_s"][f"BiMamba4Rec {layers}L"]["bucketed"]
