@@ -223,7 +223,7 @@ def test_mamba_pair_equals_two_blocks():
     torch.manual_seed(0)
     first, second = Mamba(16, d_state=4, backend="torch"), Mamba(16, d_state=4, backend="torch")
     x1, x2 = torch.randn(3, 7, 16, requires_grad=True), torch.randn(3, 7, 16, requires_grad=True)
-    y1, y2 = mamba_pair(first, second, x1, x2)
+    y1, y2 = mamba_pair(first, second, x1, x2, grouped=True)  # one scan for both (CUDA's default)
     r1, r2 = first(x1), second(x2)
     torch.testing.assert_close(y1, r1)
     torch.testing.assert_close(y2, r2)
@@ -234,12 +234,18 @@ def test_mamba_pair_equals_two_blocks():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     shared = mamba_pair(first, first, x1, x2)  # one block for both: one call on 2B rows
     torch.testing.assert_close(shared[1], first(x2))
+    default = mamba_pair(first, second, x1, x2)  # on a CPU: one block after the other
+    torch.testing.assert_close(default[0], r1)
 
 
-@pytest.mark.parametrize("share", [False, True])
-def test_bimamba_layer_equals_two_separate_directions(share, prepared):
+@pytest.mark.parametrize("share,grouped", [(False, False), (False, True), (True, None)])
+def test_bimamba_layer_equals_two_separate_directions(share, grouped, prepared, monkeypatch):
+    import functools
+
+    import recbole_mamba.model.bimamba4rec as bimamba_module
     from recbole_mamba.model.layers import reverse_valid_prefix
 
+    monkeypatch.setattr(bimamba_module, "mamba_pair", functools.partial(mamba_pair, grouped=grouped))
     _, _, test_data = prepared
     model = build("BiMamba4Rec", test_data._dataset, share_direction_weights=share).eval()
     layer = model.layers[0]

@@ -43,7 +43,7 @@ class BiMambaLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_model * 4, dropout)
 
     def forward(self, x, item_seq_len):
-        # both directions in one computation (one scan loop over time on the torch backend)
+        # both directions together: one scan loop over time where that pays (mamba_pair)
         fwd, bwd_reversed = mamba_pair(
             self.forward_mamba, self.backward_mamba, x, reverse_valid_prefix(x, item_seq_len)
         )  # [B, L, d] each

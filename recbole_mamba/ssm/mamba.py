@@ -246,14 +246,24 @@ def grouped_torch_forward(blocks, inputs):
     return [block._after_scan(y_g, p[0], p[1]) for block, y_g, p in zip(blocks, y, pre)]
 
 
-def mamba_pair(first, second, x_first, x_second):
-    """``(first(x_first), second(x_second))`` for two Mamba blocks of one shape, computed
-    together: one block used twice runs once on both inputs; two blocks on the torch
-    backend share one selective scan (:func:`grouped_torch_forward`).  On the CUDA
-    kernels each block runs on its own."""
+def mamba_pair(first, second, x_first, x_second, grouped=None):
+    """``(first(x_first), second(x_second))`` for two Mamba blocks of one shape.
+
+    One block used twice runs once on both inputs.  Two blocks on the torch backend
+    share one selective scan (:func:`grouped_torch_forward`) when ``grouped``; by
+    default that is on CUDA tensors, where the scan's loop over time is bound by kernel
+    launches and one loop instead of two saves half of them.  On a CPU the per-step
+    work dominates and the grouped scan's extra copies made it no faster
+    (``bench/results/padding.json``), so the blocks run one after the other.  Same
+    numbers either way.  On the CUDA kernels each block runs on its own.
+    """
     if first is second:
         y = first(torch.cat([x_first, x_second]))  # [2B, L, d]
         return y[: x_first.shape[0]], y[x_first.shape[0] :]
     if first.runs_on_cuda_kernels(x_first) or second.runs_on_cuda_kernels(x_second):
+        return first(x_first), second(x_second)
+    if grouped is None:
+        grouped = x_first.is_cuda
+    if not grouped:
         return first(x_first), second(x_second)
     return tuple(grouped_torch_forward([first, second], [x_first, x_second]))
