@@ -99,7 +99,7 @@ def run_config(args, data_path, overrides):
         "checkpoint_dir": os.path.join(OUT, "saved"), "epochs": args.epochs, "stopping_step": args.stopping_step,
         "eval_step": 1, "learning_rate": 0.001, "loss_type": "CE", "train_neg_sample_args": None,
         "MAX_ITEM_LIST_LENGTH": MAX_LEN[args.dataset],
-        "train_batch_size": args.train_batch_size or BATCH[args.dataset][mode], "eval_batch_size": 2048,
+        "train_batch_size": args.train_batch_size or BATCH[args.dataset][mode], "eval_batch_size": args.eval_batch_size,
         "length_bucketing": args.length_bucketing,
         # the protocol in full: props/dataset/*.yaml reaches plugin models only, not RecBole's SASRec
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
@@ -375,6 +375,7 @@ def main():
     parser.add_argument("--stopping-step", type=int, default=10)
     parser.add_argument("--budget-min", type=float, default=90.0, help="wall-clock minutes of training + validation (0 = none)")
     parser.add_argument("--train-batch-size", type=int, default=0, help="0: the per-dataset default in BATCH")
+    parser.add_argument("--eval-batch-size", type=int, default=2048, help="users per full-ranking batch")
     parser.add_argument("--eval-every-min", type=float, default=0.0,
                         help="validate every this many minutes of training (a RecBole 'epoch' is then a slice of a "
                              "pass over the data; 0 = once per pass)")
