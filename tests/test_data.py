@@ -89,7 +89,8 @@ def test_title_year_and_rating_lines():
     assert ml1m.split_title_year("Untitled") == ("Untitled", "")
     assert ml1m.parse_rating_line("1::1193::5::978300760") == ("1", "1193", 5.0, 978300760.0)
     assert ml1m.parse_rating_line("1::1193::5") == "wrong number of '::' fields"
-    assert ml1m.parse_rating_line("1::1193::five::978300760") == "non-numeric rating or timestamp"
+    assert ml1m.parse_rating_line("1::1193::five::978300760") == "non-numeric or non-finite rating or timestamp"
+    assert ml1m.parse_rating_line("1::1193::5::nan") == "non-numeric or non-finite rating or timestamp"
 
 
 # --- converters -------------------------------------------------------------------

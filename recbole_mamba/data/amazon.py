@@ -14,6 +14,9 @@ from recbole_mamba.data.atomic import clean_token, finite_float, iter_lines, wri
 CSV_COLUMNS = ("user", "item", "rating", "timestamp")
 
 
+NOT_A_NUMBER = "non-numeric or non-finite rating or timestamp"  # also what a CSV header line gives
+
+
 def parse_columns(spec):
     """``'item,user,rating,timestamp'`` -> positions of (user, item, rating, timestamp)."""
     names = [name.strip() for name in spec.split(",")]
@@ -36,7 +39,7 @@ def parse_csv_line(line, positions, separator):
     try:
         return clean_token(user), clean_token(item), finite_float(rating), finite_float(timestamp)
     except ValueError:
-        return "non-numeric or non-finite rating or timestamp"
+        return NOT_A_NUMBER
 
 
 def parse_json_line(line):
@@ -73,7 +76,7 @@ def read_reviews(path, columns="user,item,rating,timestamp", progress=True):
                 parse = lambda text: parse_csv_line(text, positions, separator)  # noqa: E731
                 first = parse(line)
                 if isinstance(first, str):  # a header line (or a broken first row)
-                    if first != "non-numeric rating or timestamp":
+                    if first != NOT_A_NUMBER:
                         dropped[first] += 1
                     continue
                 rows.append(first)
