@@ -326,7 +326,7 @@ def readme_lines(result, padding):
              "validation) to that epoch.", ""]
     lines += [n + "." for n in result["notes"]] + [""]
     lines += table(result).splitlines()
-    lines += ["![valid NDCG@10 against wall-clock time](paper_cpu.png)", ""]
+    lines += ["", "![valid NDCG@10 against wall-clock time](paper_cpu.png)", ""]
     if padding:
         lines += padding_lines(padding)
     return lines
