@@ -201,33 +201,26 @@ def restore_rng_state(trainer, state):
         loader._rng.bit_generator.state = state["buckets"]
 
 
-def _atomic_save_checkpoint(original):
-    """RecBole's ``_save_checkpoint`` (the same keys), plus the random streams of the run
-    (so a resumed run continues exactly as an uninterrupted one), written to a temporary
-    file and renamed into place (a run killed mid-save never leaves a half-written
-    checkpoint), then recorded as written by this process."""
-    import functools
-
-    @functools.wraps(original)
-    def save(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        final = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
-            "rng_state": rng_state(self),
-        }
-        tmp = f"{final}.tmp-{os.getpid()}"
-        torch.save(state, tmp, pickle_protocol=4)
-        os.replace(tmp, final)
-        record_written(final)
-        if verbose:
-            self.logger.info(f"Saving current: {final}")
-
-    save._recbole_mamba = True
-    return save
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    """Replaces RecBole's ``Trainer._save_checkpoint``: the same keys plus the random
+    streams of the run (so a resumed run continues exactly as an uninterrupted one),
+    written to a temporary file and renamed into place (a run killed mid-save never
+    leaves a half-written checkpoint), then recorded as written by this process."""
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    final = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
+        "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
+        "rng_state": rng_state(self),
+    }
+    tmp = f"{final}.tmp-{os.getpid()}"
+    torch.save(state, tmp, pickle_protocol=4)
+    os.replace(tmp, final)
+    record_written(final)
+    if verbose:
+        self.logger.info(f"Saving current: {final}")
 
 
 def load_data_and_model(model_file, trust_checkpoint=False):
@@ -267,6 +260,4 @@ def install():
         trainer_module.torch = _TorchWithSafeLoad()
     quick_start.load_data_and_model = load_data_and_model
     recbole.quick_start.load_data_and_model = load_data_and_model
-    cls = trainer_module.Trainer
-    if not getattr(cls._save_checkpoint, "_recbole_mamba", False):
-        cls._save_checkpoint = _atomic_save_checkpoint(cls._save_checkpoint)
+    trainer_module.Trainer._save_checkpoint = _save_checkpoint

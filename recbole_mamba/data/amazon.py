@@ -9,12 +9,9 @@ reviewerID, asin, overall, unixReviewTime.
 import collections
 import json
 
-from recbole_mamba.data.atomic import clean_token, finite_float, iter_lines, write_ratings
+from recbole_mamba.data.atomic import NOT_A_NUMBER, clean_token, finite_float, iter_lines, write_ratings
 
 CSV_COLUMNS = ("user", "item", "rating", "timestamp")
-
-
-NOT_A_NUMBER = "non-numeric or non-finite rating or timestamp"  # also what a CSV header line gives
 
 
 def parse_columns(spec):

@@ -12,6 +12,8 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+from recbole_mamba.errors import DatasetError
+
 FILTER_MIN = 5  # RecBole's user/item [5,inf) filters used by the paper protocols
 
 
@@ -42,15 +44,11 @@ def iter_lines(path, encoding="utf-8", progress=True, desc=None):
             except StopIteration:
                 break
             except UnicodeDecodeError as error:  # decoded in blocks: the line is known to within one block
-                from recbole_mamba.errors import DatasetError
-
                 raise DatasetError(
                     f"{os.path.basename(path)}: not valid {encoding} text after line {number} "
                     f"(byte {error.object[error.start:error.start + 1]!r}: {error.reason}); "
                     f"re-save the file as {encoding}") from None
             except (EOFError, OSError, zlib.error) as error:  # a truncated or corrupt .gz
-                from recbole_mamba.errors import DatasetError
-
                 raise DatasetError(
                     f"{os.path.basename(path)}: the compressed stream is truncated or corrupt after line {number} "
                     f"({type(error).__name__}: {error}); download or copy the file again") from None
@@ -61,6 +59,11 @@ def iter_lines(path, encoding="utf-8", progress=True, desc=None):
                 last = position
             yield number, line.rstrip("\r\n")
         bar.update(total - last)
+
+
+# drop reason of a rating row whose rating or timestamp is no finite number (also what
+# a CSV header line gives)
+NOT_A_NUMBER = "non-numeric or non-finite rating or timestamp"
 
 
 def finite_float(text):

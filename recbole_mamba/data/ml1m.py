@@ -9,7 +9,7 @@ import os
 import re
 
 from recbole_mamba.data.atomic import (
-    Summary, clean_token, dataset_file, finite_float, iter_lines, write_atomic, write_ratings,
+    NOT_A_NUMBER, Summary, clean_token, dataset_file, finite_float, iter_lines, write_atomic, write_ratings,
 )
 
 ENCODING = "latin-1"
@@ -33,7 +33,7 @@ def parse_rating_line(line):
     try:
         return user, item, finite_float(rating), finite_float(timestamp)
     except ValueError:
-        return "non-numeric or non-finite rating or timestamp"
+        return NOT_A_NUMBER
 
 
 def _read(path, parse, progress):

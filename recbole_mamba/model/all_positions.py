@@ -35,6 +35,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 
 from recbole_mamba.errors import ConfigError
+from recbole_mamba.model.layers import check_sequence_lengths
 
 TRAIN_MODES = ("prefix", "all_positions")
 
@@ -100,6 +101,17 @@ def trim_padding(item_seq, item_seq_len):
     return item_seq[:, : max(1, min(longest, item_seq.shape[1]))]
 
 
+def checked_history(model, interaction):
+    """(item_seq, item_seq_len) of a batch, checked (one-line errors, SPEC §7) and, with
+    ``model.trim_padding``, cut to the longest row."""
+    item_seq = interaction[model.ITEM_SEQ]
+    item_seq_len = interaction[model.ITEM_SEQ_LEN]
+    check_sequence_lengths(item_seq, item_seq_len, model.max_seq_length)
+    if model.trim_padding:
+        item_seq = trim_padding(item_seq, item_seq_len)
+    return item_seq, item_seq_len
+
+
 class _ChunkedItemCE(torch.autograd.Function):
     """Mean CE of vectors [P, d] against every item (weight [n_items, d]), in chunks of
     positions; backward recomputes each chunk's softmax."""
@@ -147,10 +159,7 @@ def all_positions_ce(model, interaction):
 
     ``model`` provides ``every_position(item_seq) -> [B, L, d]`` and ``item_embedding``.
     """
-    item_seq = interaction[model.ITEM_SEQ]
-    item_seq_len = interaction[model.ITEM_SEQ_LEN]
-    if model.trim_padding:
-        item_seq = trim_padding(item_seq, item_seq_len)
+    item_seq, item_seq_len = checked_history(model, interaction)
     targets, valid = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])
     vectors = model.every_position(item_seq)[valid]  # [P, d]
     return item_cross_entropy(vectors, model.item_embedding.weight, targets[valid])

@@ -6,8 +6,7 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_mamba.errors import ConfigError
-from recbole_mamba.model.all_positions import SequentialTrainer, all_positions_ce, train_mode_from, trim_padding
-from recbole_mamba.model.layers import check_sequence_lengths
+from recbole_mamba.model.all_positions import SequentialTrainer, all_positions_ce, checked_history, train_mode_from
 from recbole_mamba.ssm.backends import log_choice, resolve_backend
 
 LOSS_TYPES = ("CE", "BPR")
@@ -69,16 +68,10 @@ class ItemScoringRecommender(SequentialRecommender):
             module.bias.data.zero_()
 
     def _user_vector(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
-        if self.trim_padding:
-            item_seq = trim_padding(item_seq, item_seq_len)
-        return self.forward(item_seq, item_seq_len)  # [B, d]
+        return self.forward(*checked_history(self, interaction))  # [B, d]
 
     def calculate_loss(self, interaction):
         if self.train_mode == "all_positions":
-            check_sequence_lengths(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.max_seq_length)
             return all_positions_ce(self, interaction)
         seq_output = self._user_vector(interaction)  # [B, d]
         pos_items = interaction[self.POS_ITEM_ID]

@@ -29,14 +29,13 @@ from torch.nn.init import xavier_normal_, xavier_uniform_
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.all_positions import (
     SequentialTrainer,
+    checked_history,
     item_cross_entropy,
     next_item_targets,
     train_mode_from,
-    trim_padding,
     window_rows,
 )
 from recbole_mamba.model.base import choose_option, trim_padding_from
-from recbole_mamba.model.layers import check_sequence_lengths
 
 LOSS_TYPES = ("CE", "BPR", "TOP1", "BPR-max", "TOP1-max")
 TRAIN_MODE_ALIASES = {"session": "all_positions"}  # the name this mode had first
@@ -174,7 +173,6 @@ class GRU4Rec(SequentialRecommender):
         )
         self.dense = nn.Linear(self.hidden_size, self.embedding_size)
         self.bpr_loss = BPRLoss()
-        self.ce_loss = nn.CrossEntropyLoss()
         # training targets (an Interaction, or a DataFrame before RecBole's build)
         target_items = torch.as_tensor(np.asarray(dataset.inter_feat[dataset.iid_field]), dtype=torch.long)  # [rows]
         item_counts = torch.bincount(target_items, minlength=self.n_items)  # [n_items]
@@ -222,12 +220,8 @@ class GRU4Rec(SequentialRecommender):
 
     def _training_rows(self, interaction):
         """(user vectors [N, e], target items [N]) to train on."""
-        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
+        item_seq, item_seq_len = checked_history(self, interaction)  # [B, L], [B]
         pos_items = interaction[self.POS_ITEM_ID]  # [B]
-        check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
-        if self.trim_padding:
-            item_seq = trim_padding(item_seq, item_seq_len)
         if self.train_mode == "prefix":
             return self.forward(item_seq, item_seq_len), pos_items
         # all positions: position t predicts item t+1; the last valid position predicts the target
@@ -254,19 +248,9 @@ class GRU4Rec(SequentialRecommender):
         return top1_max_loss(*scores)
 
     def predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
-        if self.trim_padding:
-            item_seq = trim_padding(item_seq, item_seq_len)
-        seq_output = self.forward(item_seq, item_seq_len)  # [B, e]
+        seq_output = self.forward(*checked_history(self, interaction))  # [B, e]
         return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=1)  # [B]
 
     def full_sort_predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq, item_seq_len, self.max_seq_length)
-        if self.trim_padding:
-            item_seq = trim_padding(item_seq, item_seq_len)
-        seq_output = self.forward(item_seq, item_seq_len)  # [B, e]
+        seq_output = self.forward(*checked_history(self, interaction))  # [B, e]
         return seq_output @ self.item_embedding.weight.T  # [B, n_items]

@@ -90,9 +90,10 @@ def resolve_backend(requested, device=None):
     if name == "auto":
         if not on_cuda:
             return "torch"
-        if cuda_available(torch.device(device)):
+        working, reason = probe_kernels(str(torch.device(device))) if torch.cuda.is_available() else (False, "")
+        if working:
             return "cuda"
-        _log_fallback(probe_kernels(str(torch.device(device)))[1] or "no CUDA device")
+        _log_fallback(reason or "no CUDA device")
         return "torch"
     return "torch"
 

@@ -219,7 +219,6 @@ class Mamba(nn.Module):
         return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
 
 
-
 def grouped_torch_forward(blocks, inputs):
     """The torch-backend forward of G Mamba blocks of one shape, block g on inputs[g]
     ([B, L, d_model] each, one shape), with one selective scan for all of them: their
