@@ -27,3 +27,7 @@ class DatasetError(RecboleMambaError):
 
 class CheckpointError(RecboleMambaError):
     """A checkpoint that is missing, not RecBole's, or saved by another model/config."""
+
+
+class MissingDependencyError(RecboleMambaError, ImportError):
+    """A required package that is not installed (the message says how to install it)."""

@@ -191,19 +191,20 @@ def run_trial(params, fixed):
     """Ray Tune function trainable: one RecBole training, reported epoch by epoch."""
     import recbole_mamba  # noqa: F401  (registers our models in this Ray worker)
     import torch
-    from ray.air import session
+
+    from recbole_mamba.compat import tune_report, tune_trial_dir
 
     sys.argv = sys.argv[:1]  # Ray's worker flags (--node-ip-address=...) are no RecBole config
     torch.set_num_threads(max(1, int(fixed["cpus_per_trial"])))
     config_dict = {**fixed["config_dict"], **plain(params)}
     # own checkpoint folder per trial; Ray assigns the GPU through CUDA_VISIBLE_DEVICES,
     # which RecBole would overwrite with gpu_id
-    config_dict["checkpoint_dir"] = os.path.join(session.get_trial_dir(), "checkpoints")
+    config_dict["checkpoint_dir"] = os.path.join(tune_trial_dir(), "checkpoints")
     config_dict["gpu_id"] = os.environ.get("CUDA_VISIBLE_DEVICES", "") if fixed["gpus_per_trial"] else ""
     metric = fixed["metric"]
 
     def report_epoch(epoch_idx, train_loss, valid_result):
-        session.report({EPOCH_PREFIX: epoch_idx + 1, "train_loss": plain(train_loss),
+        tune_report({EPOCH_PREFIX: epoch_idx + 1, "train_loss": plain(train_loss),
                         **{VALID_PREFIX + k: plain(v) for k, v in valid_result.items()}})
 
     result = train_and_test(fixed["model"], fixed["dataset"], config_dict, on_epoch=report_epoch)
@@ -211,7 +212,7 @@ def run_trial(params, fixed):
     final = {"final": True, **{VALID_PREFIX + k: plain(v) for k, v in best_valid.items()},
              **{TEST_PREFIX + k: plain(v) for k, v in result["test_result"].items()}}
     final.setdefault(VALID_PREFIX + metric, float("nan"))
-    session.report(final)
+    tune_report(final)
 
 
 # --------------------------------------------------------------------------- the search
@@ -300,8 +301,9 @@ def tune(model, dataset, params_file=None, config_file_list=None, config_dict=No
     os.makedirs(output_dir, exist_ok=True)
 
     import ray
-    from ray import air
     from ray import tune as ray_tune
+
+    from recbole_mamba.compat import tune_run_config
     from ray.tune.schedulers import ASHAScheduler
 
     started = _init_ray(address)
@@ -325,8 +327,7 @@ def tune(model, dataset, params_file=None, config_file_list=None, config_dict=No
             param_space=search_space(space),
             tune_config=ray_tune.TuneConfig(metric=VALID_PREFIX + metric, mode=mode, num_samples=num_samples,
                                             scheduler=asha if scheduler == "asha" else None, reuse_actors=False),
-            run_config=air.RunConfig(name="ray", storage_path=output_dir, verbose=1,
-                                     failure_config=air.FailureConfig(max_failures=0)),
+            run_config=tune_run_config(name="ray", storage_path=output_dir, verbose=1, max_failures=0),
         )
         grid = tuner.fit()
     finally:

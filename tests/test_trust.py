@@ -266,6 +266,13 @@ sys.argv = sys.argv[:1]
 if {plugin}:
     import recbole_mamba
 from recbole.config import Config
+import numpy as np
+if not {plugin} and not hasattr(np, "float_"):  # numpy 2: RecBole alone cannot build a Config
+    def old_names(self):
+        for name, value in dict(bool=np.bool_, int=np.int_, float=np.float64, complex=np.complex128,
+                                object=np.object_, str=np.str_, unicode=np.str_).items():
+            setattr(np, name, value)
+    Config.compatibility_settings = old_names
 out = {{}}
 for dataset in ("ml-1m", "amazon-video-games", "taobao", "taobao-ctr"):
     for model in ("BPR", "SASRec", "DCNV2"):

@@ -102,3 +102,61 @@ def test_two_trials_table_best_config_reproduces(tmp_path):
     again = run("Mamba4Rec", "ml-100k", config_file_list=[files["best_config.yaml"]])
     assert again["test_result"]["ndcg@10"] == pytest.approx(rows[0]["test_ndcg@10"], abs=1e-4)
     assert again["best_valid_result"]["ndcg@10"] == pytest.approx(rows[0]["valid_ndcg@10"], abs=1e-4)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_cli():
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    return ray if os.path.exists(ray) else None
+
+
+def test_tune_on_a_running_two_node_cluster(tmp_path):
+    """A real local Ray cluster (a head node and a second worker node started by
+    ``ray start``), and ``python -m recbole_mamba.tune --address=...`` from a fresh
+    process: the plugin's model has to be found in the cluster's own worker processes."""
+    ray = _ray_cli()
+    if ray is None:
+        pytest.skip("the ray command is not installed next to this Python")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def ray_cmd(*args, timeout=180):
+        return subprocess.run([ray, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    started = ray_cmd("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                      "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats")
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        worker = ray_cmd("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                         "--num-gpus=0", "--disable-usage-stats")
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        params = tmp_path / "space.hyper"
+        params.write_text("learning_rate choice [0.001,0.003]\n")
+        out = tmp_path / "out"
+        fixed = {**TINY, "user_inter_num_interval": "[0,50]"}
+        flags = [f"--{k}={v}" for k, v in fixed.items() if k != "state"]
+        done = subprocess.run([sys.executable, "-m", "recbole_mamba.tune", "--model=Mamba4Rec", "--dataset=ml-100k",
+                               f"--params_file={params}", "--num_samples=2", "--cpus_per_trial=1", "--scheduler=fifo",
+                               "--metric=ndcg@10", f"--address={address}", f"--output_dir={out}", *flags],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+        # both nodes were in the cluster the trials ran on
+        status = ray_cmd("status", f"--address={address}")
+        assert status.stdout.count("node_") >= 2, status.stdout
+    finally:
+        ray_cmd("stop", "--force")
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and all(row["status"] == "completed" for row in table)
+    assert sorted(float(row["learning_rate"]) for row in table) == [0.001, 0.003]
+    assert all(0 < float(row["test_ndcg@10"]) < 1 for row in table)
+    best = yaml.safe_load(open(out / "best_config.yaml", encoding="utf-8"))
+    assert best["model"] == "Mamba4Rec" and best["learning_rate"] == float(table[0]["learning_rate"])
