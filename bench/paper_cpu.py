@@ -26,6 +26,7 @@ filters (props/dataset/*.yaml).  Data: ``../shared/data/ml-1m/seq/ml-1m.txt`` (6
 import argparse
 import json
 import os
+import shutil
 import sys
 import textwrap
 import time
@@ -95,7 +96,8 @@ class _UntilDeadline:
 def run_config(args, data_path, overrides):
     mode = overrides.get("train_mode", "prefix")
     return {
-        "data_path": data_path, "use_gpu": False, "state": "WARNING", "show_progress": False,
+        "data_path": data_path, "use_gpu": args.device == "cuda", "ssm_backend": args.ssm_backend,
+        "state": "WARNING", "show_progress": False,
         "checkpoint_dir": os.path.join(OUT, "saved"), "epochs": args.epochs, "stopping_step": args.stopping_step,
         "eval_step": 1, "learning_rate": 0.001, "loss_type": "CE", "train_neg_sample_args": None,
         "MAX_ITEM_LIST_LENGTH": MAX_LEN[args.dataset],
@@ -118,7 +120,9 @@ def train_once(args, data_path):
     from recbole_mamba.registry import get_model, get_trainer
 
     model_name, label, overrides = RUNS[args.run]
-    config = recbole_config(model_name, args.dataset, {**run_config(args, data_path, overrides), "seed": args.seed})
+    resume = {"resume": os.path.abspath(args.checkpoint)} if args.checkpoint and os.path.exists(args.checkpoint) else {}
+    config = recbole_config(model_name, args.dataset,
+                            {**run_config(args, data_path, overrides), "seed": args.seed, **resume})
     init_seed(args.seed, config["reproducibility"])
     stats, train_data, valid_data, test_data = prepared_data(config, args.dataset)
     init_seed(args.seed, config["reproducibility"])
@@ -163,11 +167,17 @@ def train_once(args, data_path):
         stopped_by = "wall-clock budget"
     fit_s = time.perf_counter() - start
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    os.remove(trainer.saved_model_file)
+    kept = os.path.abspath(args.checkpoint) if args.checkpoint else None
+    if kept and os.path.exists(trainer.saved_model_file) and os.path.abspath(trainer.saved_model_file) != kept:
+        os.makedirs(os.path.dirname(kept), exist_ok=True)  # the run goes on from here next time
+        shutil.copyfile(trainer.saved_model_file, kept)
+    if os.path.exists(trainer.saved_model_file) and os.path.abspath(trainer.saved_model_file) != kept:
+        os.remove(trainer.saved_model_file)
     best = max(curve, key=lambda c: c["valid_ndcg@10"]) if curve else None
     whole = [s for s, p in zip(epoch_train_s, partial) if not p]
     return {
         "run": args.run, "label": label, "model": model_name, "dataset": args.dataset, "seed": args.seed,
+        "device": args.device, "resumed_from_checkpoint": bool(resume),
         "config": {k: v for k, v in {**overrides, "train_batch_size": config["train_batch_size"],
                                      "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
                                      "num_layers": config["num_layers"], "hidden_size": config["hidden_size"],
@@ -383,6 +393,10 @@ def main():
                         help="random batches (default: batches of rows of similar length)")
     parser.add_argument("--users", type=int, default=0, help="uniform user subset, for smoke runs only (0 = all)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint", default=None,
+                        help="resume from this checkpoint if it exists, and leave the best one there at the end")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bench/gpu_run.sh's run")
+    parser.add_argument("--ssm-backend", default="auto", help="auto | torch | cuda | triton")
     parser.add_argument("--out", default=None)
     parser.add_argument("--merge", nargs="+", metavar="JSON")
     parser.add_argument("--update-readme", action="store_true", help="with --merge: splice the table into README.md")

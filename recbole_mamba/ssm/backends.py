@@ -2,8 +2,11 @@
 
 ``torch``: :mod:`recbole_mamba.ssm.scan_torch`, everywhere.
 ``cuda``: the ``mamba_ssm`` selective-scan kernel and ``causal_conv1d``, on CUDA tensors.
-``auto``: ``cuda`` when both kernels import *and run* (one tiny call each, on the
-model's device) and the model sits on a CUDA device, otherwise ``torch``.
+``triton``: :mod:`recbole_mamba.ssm.scan_triton`, compiled on the fly by triton (shipped
+with Linux CUDA torch wheels), on CUDA tensors; on a CPU only under ``TRITON_INTERPRET=1``.
+``auto``: on a CUDA device, ``cuda`` when both mamba-ssm kernels import *and run* (one tiny
+call each, on the model's device), else ``triton`` when its kernel runs, else ``torch``;
+``torch`` on a CPU.  The choice is logged once.
 
 mamba_ssm <= 2.3.2 raises at import when its CUDA extension is missing and newer
 releases import fine but raise at call time, so the probe imports inside a broad
@@ -16,7 +19,7 @@ import torch
 
 from recbole_mamba.errors import BackendError
 
-BACKENDS = ("auto", "torch", "cuda")
+BACKENDS = ("auto", "torch", "cuda", "triton")
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,6 +62,29 @@ def probe_kernels(device="cuda"):
     return True, ""
 
 
+@functools.lru_cache(maxsize=None)
+def probe_triton(device="cuda"):
+    """``(True, "")`` when a tiny forward and backward of the Triton scan run on ``device``,
+    else ``(False, reason)``.  Cached per device."""
+    from recbole_mamba.ssm import scan_triton
+
+    importable, reason = scan_triton.available()
+    if not importable:
+        return False, reason
+    try:
+        batch, d_inner, d_state, length = 1, 4, 2, 3
+        u = torch.randn(batch, d_inner, length, device=device, requires_grad=True)
+        y = scan_triton.selective_scan_triton(
+            u, torch.rand(batch, d_inner, length, device=device), -torch.rand(d_inner, d_state, device=device),
+            torch.randn(batch, d_state, length, device=device), torch.randn(batch, d_state, length, device=device),
+            torch.ones(d_inner, device=device), z=torch.randn(batch, d_inner, length, device=device),
+            delta_bias=torch.zeros(d_inner, device=device), delta_softplus=True)
+        y.sum().backward()
+    except Exception as error:  # no driver for this GPU, a compile failure, ...
+        return False, f"the triton scan failed a test call ({type(error).__name__}: {error})"
+    return True, ""
+
+
 def cuda_available(device="cuda"):
     """True when a CUDA device exists and the CUDA kernels import and run on it."""
     return torch.cuda.is_available() and probe_kernels(str(device))[0]
@@ -87,26 +113,44 @@ def resolve_backend(requested, device=None):
                 "install them with pip install 'recbole-mamba[cuda]' or use ssm_backend=auto"
             )
         return "cuda"
+    if name == "triton":
+        from recbole_mamba.ssm import scan_triton
+
+        importable, reason = scan_triton.available()
+        if not importable:
+            raise BackendError(f"ssm_backend='triton' needs triton, which is {reason.replace('triton ', '', 1)}; "
+                               "install it with pip install triton (Linux CUDA torch wheels ship it) or use ssm_backend=auto")
+        if device is not None and not on_cuda and not scan_triton.interpreting():
+            raise BackendError("ssm_backend='triton' runs on a CUDA device (on a CPU only under TRITON_INTERPRET=1, "
+                               "for tests); use ssm_backend=auto or torch")
+        return "triton"
     if name == "auto":
         if not on_cuda:
             return "torch"
-        working, reason = probe_kernels(str(torch.device(device))) if torch.cuda.is_available() else (False, "")
+        if not torch.cuda.is_available():
+            _log_fallback("no CUDA device")
+            return "torch"
+        working, reason = probe_kernels(str(torch.device(device)))
         if working:
             return "cuda"
-        _log_fallback(reason or "no CUDA device")
+        triton_working, triton_reason = probe_triton(str(torch.device(device)))
+        if triton_working:
+            _log_fallback(f"{reason}", chosen="triton")
+            return "triton"
+        _log_fallback(f"{reason}; {triton_reason}")
         return "torch"
     return "torch"
 
 
 @functools.lru_cache(maxsize=None)
-def _log_fallback(reason):
-    """Say once per reason why ``auto`` runs the torch scan on a CUDA device."""
-    logging.getLogger().warning(f"recbole_mamba: ssm_backend=auto uses 'torch' on this CUDA device: {reason}")
+def _log_fallback(reason, chosen="torch"):
+    """Say once per reason why ``auto`` runs the triton or torch scan on a CUDA device."""
+    logging.getLogger().warning(f"recbole_mamba: ssm_backend=auto uses '{chosen}' on this CUDA device: {reason}")
 
 
 @functools.lru_cache(maxsize=None)
 def log_choice(requested, chosen):
     """Say once per process which backend ``auto`` chose (and why, for torch)."""
     if requested == "auto":
-        why = "" if chosen == "cuda" else " (CUDA kernels not in use: CPU device or mamba-ssm kernels missing)"
+        why = "" if chosen != "torch" else " (no GPU kernels in use: CPU device, or neither mamba-ssm nor triton runs)"
         logging.getLogger().info(f"recbole_mamba: ssm_backend=auto chose '{chosen}'{why}")

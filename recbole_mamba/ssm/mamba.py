@@ -105,11 +105,39 @@ class Mamba(nn.Module):
     def forward(self, hidden_states):
         if self.runs_on_cuda_kernels(hidden_states):
             return self._forward_cuda(hidden_states)
+        if self.runs_on_triton(hidden_states):
+            return self._forward_triton(hidden_states)
         return self._forward_torch(hidden_states)
 
     def runs_on_cuda_kernels(self, hidden_states):
         """True when ``forward`` on these inputs takes the mamba-ssm kernels."""
         return resolve_backend(self.backend, hidden_states.device) == "cuda"
+
+    def runs_on_triton(self, hidden_states):
+        """True when ``forward`` on these inputs takes the Triton scan."""
+        return resolve_backend(self.backend, hidden_states.device) == "triton"
+
+    def runs_own_kernel(self, hidden_states):
+        """True when ``forward`` on these inputs takes a kernel that loops over time
+        itself (mamba-ssm's or triton's), so grouping two blocks' scans saves nothing."""
+        return self.runs_on_cuda_kernels(hidden_states) or self.runs_on_triton(hidden_states)
+
+    def _forward_triton(self, hidden_states):
+        """The Triton scan with delta_bias, softplus, the D skip and the SiLU(z) gate fused
+        in; the causal conv is :meth:`_causal_conv` (no ``causal_conv1d`` needed)."""
+        from recbole_mamba.ssm.scan_triton import selective_scan_triton
+
+        xz = self.in_proj(hidden_states)  # [B, L, 2 d_inner]
+        x, z = xz.chunk(2, dim=-1)
+        x = F.silu(self._causal_conv(x))  # [B, L, d_inner]
+        dt, B, C = self._split_x_proj(x)
+        delta = dt @ self.dt_proj.weight.t()  # [B, L, d_inner]; bias and softplus in the kernel
+        y = selective_scan_triton(
+            x.transpose(1, 2), delta.transpose(1, 2), -torch.exp(self.A_log.float()),
+            B.transpose(1, 2), C.transpose(1, 2), self.D, z=z.transpose(1, 2),
+            delta_bias=self.dt_proj.bias, delta_softplus=True,
+        )  # [B, d_inner, L]
+        return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
 
     def _split_x_proj(self, x):
         x_dbl = self.x_proj(x)  # [..., dt_rank + 2N]
@@ -254,12 +282,13 @@ def mamba_pair(first, second, x_first, x_second, grouped=None):
     launches and one loop instead of two saves half of them.  On a CPU the per-step
     work dominates and the grouped scan's extra copies made it no faster
     (``bench/results/padding.json``), so the blocks run one after the other.  Same
-    numbers either way.  On the CUDA kernels each block runs on its own.
+    numbers either way.  On the CUDA or Triton kernels, which loop over time inside one
+    launch, each block runs on its own.
     """
     if first is second:
         y = first(torch.cat([x_first, x_second]))  # [2B, L, d]
         return y[: x_first.shape[0]], y[x_first.shape[0] :]
-    if first.runs_on_cuda_kernels(x_first) or second.runs_on_cuda_kernels(x_second):
+    if first.runs_own_kernel(x_first) or second.runs_own_kernel(x_second):
         return first(x_first), second(x_second)
     if grouped is None:
         grouped = x_first.is_cuda

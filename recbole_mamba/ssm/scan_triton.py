@@ -33,6 +33,7 @@ else:
     IMPORT_ERROR = ""
 
 DEFAULT_CHUNK = 32
+_INTERPRET = __import__("os").environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def available():
@@ -41,9 +42,9 @@ def available():
 
 
 def interpreting():
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """True when these kernels were made for Triton's CPU interpreter: triton reads
+    ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when this module is imported."""
+    return _INTERPRET
 
 
 if triton is not None:
