@@ -14,7 +14,7 @@ from recbole_mamba.data.ctr import convert as convert_ctr, day_of
 from recbole_mamba.data.taobao import read_user_behavior
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.ctr_base import smoothed_targets
-from recbole_mamba.model.dcnv3 import CrossLayer, self_mask
+from recbole_mamba.model.dcnv3 import CrossLayer, DCNv3Backbone, half_split, self_mask, tri_bce_loss
 from recbole_mamba.model.mdaf import FUSIONS, gated_fusion, with_target_appended
 from recbole_mamba.trainer import warmup_cosine_factor
 
@@ -44,6 +44,58 @@ def test_self_mask_and_cross_layer_equations():
         torch.testing.assert_close(self_mask(h, layer.layer_norm), mask)
     with pytest.raises(ConfigError, match="even width"):
         CrossLayer(5, 0.0, False)
+
+
+def test_dcnv3_details_of_the_authors_code():
+    torch.manual_seed(0)
+    layer = CrossLayer(64, dropout=1.0, exponential=True)
+    # the cross bias starts U(0, 1), not 0
+    assert 0 <= float(layer.b.min()) and float(layer.b.max()) <= 1 and float(layer.b.std()) > 0.2
+    # dropout acts on the whole new x (with p = 1 nothing is left), not on the cross term only
+    x = torch.randn(5, 64)
+    assert torch.count_nonzero(layer.train()(x, x)) == 0
+    # LCN and ECN have their own depth
+    backbone = DCNv3Backbone(8, num_layers=3, dropout=0.1, shallow_layers=2, shallow_dropout=0.3)
+    assert len(backbone.ecn.layers) == 3 and len(backbone.lcn.layers) == 2
+    assert backbone.lcn.layers[0].dropout.p == 0.3 and backbone.ecn.layers[0].dropout.p == 0.1
+    # the input order: every field's first half, then every field's second half
+    fields = torch.arange(12.0).view(1, 3, 4)  # 3 fields of 4: [0..3], [4..7], [8..11]
+    assert half_split(fields).tolist() == [[[0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11]]]
+    assert half_split(fields, num_heads=2).tolist() == [[[0, 4, 8, 1, 5, 9], [2, 6, 10, 3, 7, 11]]]
+
+
+def test_tri_bce_weights_stay_in_the_graph():
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    lcn = torch.tensor([-2.0, 1.0, 0.5, 0.3], requires_grad=True)
+    ecn = torch.tensor([0.5, -1.0, 2.0, -0.3], requires_grad=True)
+    loss = tri_bce_loss(bce, lcn, ecn, labels)
+    loss.backward()
+    # by hand, with the weights differentiated too
+    a, b = lcn.detach().clone().requires_grad_(), ecn.detach().clone().requires_grad_()
+    mean_loss = bce((a + b) / 2, labels)
+    la, lb = bce(a, labels), bce(b, labels)
+    expected = mean_loss + torch.relu(la - mean_loss) * la + torch.relu(lb - mean_loss) * lb
+    detached = mean_loss + torch.relu(la - mean_loss).detach() * la + torch.relu(lb - mean_loss).detach() * lb
+    grad_detached = torch.autograd.grad(detached, a, retain_graph=True)[0]
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(lcn.grad, a.grad)
+    assert float(la - mean_loss) > 0  # the LCN head is the worse one here, so its weight counts
+    assert not torch.allclose(lcn.grad, grad_detached)
+
+
+def test_dcnv3_needs_one_embedding_size(ctr_dataset):
+    _, dataset, batch = ctr_dataset
+    with recbole_argv():
+        config = Config(model="DCNv3", dataset="taobao-ctr", config_dict=dict(TINY_CTR))  # category 8, others 16
+    with pytest.raises(ConfigError, match="one embedding size for every field"):
+        recbole_mamba.get_model("DCNv3")(config, dataset)
+    with recbole_argv():
+        config = Config(model="DCNv3", dataset="taobao-ctr", config_dict={**TINY_CTR, "category_embedding_size": 16})
+    model = recbole_mamba.get_model("DCNv3")(config, dataset).eval()
+    assert model.cross_input(batch).shape == (len(batch), 1, 48)
+    assert len(model.backbone.ecn.layers) == 3 and len(model.backbone.lcn.layers) == 2  # the YAML's defaults
 
 
 def test_label_smoothing_and_fusion_and_schedule():
@@ -182,7 +234,8 @@ def test_mdaf_and_dcnv3_train_end_to_end_and_gate_report(tmp_path):
     from recbole_mamba.gate_analysis import analyse_checkpoint
 
     for model_name in ("DCNv3", "MDAF"):
-        result = run_recbole(model=model_name, dataset="taobao-ctr", config_dict=dict(TINY_CTR))
+        extra = {"category_embedding_size": 16} if model_name == "DCNv3" else {}  # one size for every field
+        result = run_recbole(model=model_name, dataset="taobao-ctr", config_dict={**TINY_CTR, **extra})
         test = result["test_result"]
         assert set(test) == {"auc", "logloss"} and 0 < test["auc"] < 1 and 0 < test["logloss"] < 2
     checkpoint = [f for f in os.listdir("saved") if f.startswith("MDAF-")][0]
