@@ -31,6 +31,14 @@ def build_parser():
     taobao.add_argument("--behaviors", default="pv,buy,cart,fav", help="behaviours kept (default all)")
     taobao.add_argument("--keep-all-times", action="store_true",
                         help="keep rows outside the documented 2017-11-25..12-03 window")
+    session = add("session", "session files of the official GRU4Rec format (SessionId<TAB>ItemId<TAB>Time, split "
+                  "by time) or Diginetica's train-item-views.csv, as RecBole benchmark files plus the protocol YAML",
+                  "training sessions (or Diginetica's train-item-views.csv with --format diginetica)")
+    session.add_argument("--test", default=None, help="test sessions, same format (rsc15 format)")
+    session.add_argument("--valid", default=None, help="held-out validation sessions (default: a monitor, see docs)")
+    session.add_argument("--format", dest="fmt", choices=("rsc15", "diginetica"), default="rsc15")
+    session.add_argument("--test-days", type=int, default=7, help="diginetica: the last days' sessions are the test set")
+    session.add_argument("--max-len", type=int, default=None, help="item_id_list length (default: the longest session)")
     return parser
 
 
@@ -45,6 +53,14 @@ def run(argv=None):
         from recbole_mamba.data import amazon
 
         return amazon.convert(args.input, args.dataset, args.out_dir, args.columns, progress)
+    if args.converter == "session":
+        from recbole_mamba.data import session
+
+        if args.fmt == "rsc15" and not args.test:
+            raise RecboleMambaError("session: --test is required for the SessionId/ItemId/Time format; "
+                                    "pass the test file split by time")
+        return session.convert(args.input, args.test, args.dataset, args.out_dir, args.valid, args.max_len, args.fmt,
+                               args.test_days, progress=progress)
     if args.converter == "seqfile":
         from recbole_mamba.data import seqfile
 
