@@ -156,7 +156,7 @@ def test_tune_on_a_running_two_node_cluster(tmp_path):
     with open(out / "results.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 and all(row["status"] == "completed" for row in table)
-    assert sorted(float(row["learning_rate"]) for row in table) == [0.001, 0.003]
+    assert {float(row["learning_rate"]) for row in table} <= {0.001, 0.003}  # two draws from the choice
     assert all(0 < float(row["test_ndcg@10"]) < 1 for row in table)
     best = yaml.safe_load(open(out / "best_config.yaml", encoding="utf-8"))
     assert best["model"] == "Mamba4Rec" and best["learning_rate"] == float(table[0]["learning_rate"])
