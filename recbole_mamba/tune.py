@@ -278,9 +278,11 @@ def _init_ray(address, num_cpus=None):
         return False
     if address:  # an existing cluster: ship this package to its workers
         ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR]})
-    else:  # local: workers import recbole_mamba from this checkout, installed or not
+    else:  # local: workers import recbole_mamba from this checkout, installed or not; a new
+        # instance even when `ray start` left a cluster on this machine (use --address=auto for that)
         path = os.pathsep.join(p for p in (os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
     return True
 
 

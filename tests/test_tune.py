@@ -71,7 +71,7 @@ def test_two_trials_table_best_config_reproduces(tmp_path):
     params.write_text("learning_rate uniform 0.0005,0.005\n")
     # ml-100k's 380 users with at most 50 ratings keep each trial's epoch short
     fixed = {**TINY, "user_inter_num_interval": "[0,50]"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = tune("Mamba4Rec", "ml-100k", params_file=str(params), config_dict=fixed, metric="ndcg@10",
                        num_samples=2, cpus_per_trial=1, gpus_per_trial=0, scheduler="fifo",
