@@ -1,7 +1,10 @@
 """GPU checks for bench/gpu_run.sh: every selective-scan backend that runs on this CUDA
 device against the torch backend (one Mamba block's output and every gradient), then one
 Mamba block forward + backward per backend at B 2048, L 200, d_model 64, d_state 32,
-expand 2, with its peak GPU memory.  Writes JSON (``--out``)."""
+expand 2, with its peak GPU memory.  Writes JSON (``--out``).
+
+``--device cpu`` is the dry run (bench/gpu_run.sh --dry-run): the same steps at small
+shapes, the triton backend under its interpreter when ``TRITON_INTERPRET=1`` is set."""
 import argparse
 import json
 import time
@@ -52,26 +55,33 @@ def agreement(backends, device, batch=64, length=200):
     return out
 
 
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def timing(backends, device, batch=2048, length=200, repeats=5):
+    cuda = str(device).startswith("cuda")
     results = {}
     for name in backends:
         m = block(name, device)
         x = torch.randn(batch, length, 64, device=device, requires_grad=True)
         times = []
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
         for i in range(repeats + 2):
-            torch.cuda.synchronize(device)
+            _sync(device)
             t0 = time.perf_counter()
             m(x).sum().backward()
-            torch.cuda.synchronize(device)
+            _sync(device)
             if i >= 2:
                 times.append(time.perf_counter() - t0)
             m.zero_grad(set_to_none=True)
             x.grad = None
         times.sort()
         results[name] = {"median_ms": 1000 * times[len(times) // 2], "min_ms": 1000 * times[0],
-                         "peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
+                         "peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda else None}
         print(f"{name}: {results[name]}", flush=True)
     return results
 
@@ -79,10 +89,15 @@ def timing(backends, device, batch=2048, length=200, repeats=5):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: the dry run, at small shapes (B 4 / L 13 agreement, B 8 / L 16 timing)")
     args = parser.parse_args()
-    device = "cuda"
+    device = args.device
     backends, reasons = working_backends(device)
-    record = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "backends": backends,
+    shapes = ({"batch": 64, "length": 200}, {"batch": 2048, "length": 200}) if device == "cuda" else \
+        ({"batch": 4, "length": 13}, {"batch": 8, "length": 16, "repeats": 1})
+    record = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run)",
+              "torch": torch.__version__, "backends": backends,
               "not_running": reasons, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         import triton
@@ -90,12 +105,16 @@ def main():
         record["triton"] = triton.__version__
     except Exception:
         pass
-    record["agreement_vs_torch_B64_L200"] = agreement(backends, device)
-    print(json.dumps(record["agreement_vs_torch_B64_L200"], indent=1), flush=True)
-    record["block_fwd_bwd_B2048_L200_d64_N32"] = timing(backends, device)
+    record["agreement_shape"] = dict(shapes[0], d_model=64, d_state=32, expand=2)
+    record["agreement_vs_torch"] = agreement(backends, device, **shapes[0])
+    print(json.dumps(record["agreement_vs_torch"], indent=1), flush=True)
+    record["timing_shape"] = dict(shapes[1], d_model=64, d_state=32, expand=2)
+    record["block_fwd_bwd"] = timing(backends, device, **shapes[1])
+    torch_ms = record["block_fwd_bwd"]["torch"]["median_ms"]
+    record["speedup_vs_torch"] = {k: torch_ms / v["median_ms"] for k, v in record["block_fwd_bwd"].items()}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
-    bad = {k: v["worst"] for k, v in record["agreement_vs_torch_B64_L200"].items() if v["worst"] > 1e-3}
+    bad = {k: v["worst"] for k, v in record["agreement_vs_torch"].items() if v["worst"] > 1e-3}
     if bad:
         raise SystemExit(f"backends disagree with torch: {bad}")
 

@@ -11,8 +11,36 @@
 # then BiMamba4Rec in prefix mode for the minutes left, resuming from
 # bench/results/gpu_checkpoints/ when a checkpoint is committed there and leaving the new
 # one in $OUT/ for the next slot.  Everything it measures lands in $OUT.
+#
+# Dry run on a CPU (no wheels, no install: the environment at hand), every step at toy size:
+#   bench/gpu_run.sh --dry-run      -> bench/out/gpu-dry/ (the triton backend under TRITON_INTERPRET=1,
+#                                      a 60-user ML-1M subset, BiMamba4Rec run twice to show the resume)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --dry-run ]; then
+  OUT=bench/out/gpu-dry; rm -rf "$OUT"; mkdir -p "$OUT"; start=$SECONDS
+  export TRITON_INTERPRET=1 OMP_NUM_THREADS=1
+  small=(--device cpu --threads 1 --users 60 --eval-batch-size 256 --ssm-backend torch)
+  {
+    python3 -c "import numpy, torch, pandas; print('stack:', 'numpy', numpy.__version__, 'torch', torch.__version__, 'pandas', pandas.__version__)"
+    timeout 900 python3 -m pytest -q -p no:cacheprovider -x tests/test_scan.py tests/test_models.py tests/test_scan_triton.py tests/test_compat.py 2>&1 | tail -3
+    echo "tests: $((SECONDS - start)) s"
+    python3 bench/gpu_checks.py --device cpu --out "$OUT/gpu_checks.json" || exit 1
+    echo "checks: $((SECONDS - start)) s"
+    python3 bench/paper_cpu.py --dataset ml-1m --run mamba4rec-ap --seed 2020 "${small[@]}" --budget-min 0.5 \
+      --out "$OUT/gpu_ml-1m_mamba4rec-ap.json" || exit 1
+    echo "mamba4rec: $((SECONDS - start)) s"
+    for slot in 1 2; do  # the second slot resumes from the first one's checkpoint
+      python3 bench/paper_cpu.py --dataset ml-1m --run bimamba4rec-prefix --seed 2020 "${small[@]}" --budget-min 0.5 \
+        --eval-every-min 0.2 --set MAX_ITEM_LIST_LENGTH=20 --checkpoint "$OUT/ml-1m-bimamba4rec-prefix-2020.pth" \
+        --out "$OUT/gpu_ml-1m_bimamba4rec-prefix-slot$slot.json" || exit 1
+    done
+    python3 -c "import json, sys; r = [json.load(open(f'$OUT/gpu_ml-1m_bimamba4rec-prefix-slot{i}.json'))['runs'][0] for i in (1, 2)]; \
+print('resume:', [x['resumed_from_checkpoint'] for x in r]); sys.exit(0 if [x['resumed_from_checkpoint'] for x in r] == [False, True] else 1)" || exit 1
+    echo "dry run total: $((SECONDS - start)) s"
+  } 2>&1 | tee "$OUT/gpu_run.log"
+  exit "${PIPESTATUS[0]}"
+fi
 OUT="${OUT:-bench/out/gpu}"
 mkdir -p "$OUT"
 if [ "${1:-}" = stage ]; then  # call 1: keep the first half of the wheels on the machine
@@ -34,13 +62,13 @@ left() { echo $(( ${1} - (SECONDS - start) )); }
   timeout 120 python3 bench/gpu_checks.py --out "$OUT/gpu_checks.json"
   echo "checks: $((SECONDS - start)) s"
   timeout $(left 470) python3 bench/paper_cpu.py --dataset ml-1m --run mamba4rec-ap --seed 2020 --device cuda \
-    --threads 8 --budget-min 3.5 --eval-batch-size 4096 --out "$OUT/gpu-ml-1m-mamba4rec-ap-2020.json"
+    --threads 8 --budget-min 3.5 --eval-batch-size 4096 --out "$OUT/gpu_ml-1m_mamba4rec-ap.json"
   echo "mamba4rec: $((SECONDS - start)) s"
   minutes=$(python3 -c "print(max(0.5, ($(left 540)) / 60 - 1.0))")
   ckpt=bench/results/gpu_checkpoints/ml-1m-bimamba4rec-prefix-2020.pth
   [ -f "$ckpt" ] && cp "$ckpt" "$OUT/"
   timeout $(left 585) python3 bench/paper_cpu.py --dataset ml-1m --run bimamba4rec-prefix --seed 2020 --device cuda \
     --threads 8 --budget-min "$minutes" --eval-every-min 1 --eval-batch-size 4096 \
-    --checkpoint "$OUT/ml-1m-bimamba4rec-prefix-2020.pth" --out "$OUT/gpu-ml-1m-bimamba4rec-prefix-2020.json"
+    --checkpoint "$OUT/ml-1m-bimamba4rec-prefix-2020.pth" --out "$OUT/gpu_ml-1m_bimamba4rec-prefix.json"
   echo "total: $((SECONDS - start)) s"
 } 2>&1 | tee "$OUT/gpu_run.log"

@@ -49,6 +49,7 @@ BATCH = {"ml-1m": {"all_positions": 2048, "prefix": 2048}, "amazon-video-games":
 MAX_LEN = {"ml-1m": 200, "amazon-video-games": 50}
 MAMBA4REC_PAPER_ML1M = {"hit@10": 0.3121, "ndcg@10": 0.1822, "mrr@10": 0.1425}
 SASREC_PLUS_ML1M = {"hit@10": 0.3152, "ndcg@10": 0.1821}
+SHORT = {"learning_rate": "lr", "dropout_prob": "dropout", "train_batch_size": "batch"}
 TITLES = {"ml-1m": "ML-1M (L 200)", "amazon-video-games": "Video Games (L 50)"}
 
 
@@ -120,6 +121,10 @@ def train_once(args, data_path):
     from recbole_mamba.registry import get_model, get_trainer
 
     model_name, label, overrides = RUNS[args.run]
+    if args.set:  # a variant of the run, named in its label
+        overrides = {**overrides, **args.set}
+        name, mode = label.split(" (", 1)
+        label = f"{name} " + ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in args.set.items()) + f" ({mode}"
     resume = {"resume": os.path.abspath(args.checkpoint)} if args.checkpoint and os.path.exists(args.checkpoint) else {}
     config = recbole_config(model_name, args.dataset,
                             {**run_config(args, data_path, overrides), "seed": args.seed, **resume})
@@ -155,6 +160,8 @@ def train_once(args, data_path):
                       "data_passes": limited["loader"].passes_done if "loader" in limited else None})
         print(f"{args.dataset} {label} seed {args.seed} epoch {len(curve)}: valid ndcg@10 {score:.4f} "
               f"at {curve[-1]['wall_s'] / 60:.1f} min", flush=True)
+        if args.progress:  # the curve so far, should the process be cut off
+            save_json({"label": label, "seed": args.seed, "curve": curve}, args.progress)
         return score, result
 
     trainer._train_epoch, trainer._valid_epoch = budgeted_train_epoch, recorded_valid_epoch
@@ -177,9 +184,9 @@ def train_once(args, data_path):
     whole = [s for s, p in zip(epoch_train_s, partial) if not p]
     return {
         "run": args.run, "label": label, "model": model_name, "dataset": args.dataset, "seed": args.seed,
-        "device": args.device, "resumed_from_checkpoint": bool(resume),
+        "device": args.device, "ssm_backend": args.ssm_backend, "resumed_from_checkpoint": bool(resume),
         "config": {k: v for k, v in {**overrides, "train_batch_size": config["train_batch_size"],
-                                     "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+                                     "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"], "learning_rate": config["learning_rate"],
                                      "num_layers": config["num_layers"], "hidden_size": config["hidden_size"],
                                      "train_mode": overrides.get("train_mode", "prefix"),
                                      "length_bucketing": bool(args.length_bucketing)}.items()},
@@ -376,6 +383,16 @@ def merge(paths, out, update_readme=False):
     return result
 
 
+def _setting(text):
+    """``KEY=VALUE`` for --set; the value is read as YAML (0.002, 0.1, True, [64])."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=list(MAX_LEN), default="ml-1m")
@@ -391,6 +408,9 @@ def main():
                              "pass over the data; 0 = once per pass)")
     parser.add_argument("--no-length-bucketing", dest="length_bucketing", action="store_false",
                         help="random batches (default: batches of rows of similar length)")
+    parser.add_argument("--set", type=_setting, nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for a variant of --run (e.g. learning_rate=0.002); named in the label")
+    parser.add_argument("--progress", default=None, help="write the validation curve here after every validation")
     parser.add_argument("--users", type=int, default=0, help="uniform user subset, for smoke runs only (0 = all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", default=None,
@@ -401,6 +421,8 @@ def main():
     parser.add_argument("--merge", nargs="+", metavar="JSON")
     parser.add_argument("--update-readme", action="store_true", help="with --merge: splice the table into README.md")
     args = parser.parse_args()
+    args.set = dict(args.set)
+    args.progress = os.path.abspath(args.progress) if args.progress else None  # before the chdir below
     if args.merge:
         return merge(args.merge, args.out or os.path.join(RESULTS, "paper_cpu.json"), args.update_readme)
 
