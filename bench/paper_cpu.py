@@ -66,7 +66,7 @@ class _UntilDeadline:
     def __init__(self, loader, deadline, slice_s=0.0):
         self._loader, self._deadline, self._slice_s = loader, deadline, slice_s
         self._pass, self.cut, self.passes_done = None, False, 0.0
-        self._batches_in_pass = 0
+        self._batches_in_pass, self._completed = 0, 0
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
@@ -87,10 +87,11 @@ class _UntilDeadline:
                 batch = next(self._pass)
             except StopIteration:
                 self._pass = None
-                self.passes_done = float(int(self.passes_done) + 1)
+                self._completed += 1
+                self.passes_done = float(self._completed)
                 return
             self._batches_in_pass += 1
-            self.passes_done = int(self.passes_done) + self._batches_in_pass / max(1, len(self._loader))
+            self.passes_done = self._completed + self._batches_in_pass / max(1, len(self._loader))
             yield batch
 
 
@@ -197,6 +198,7 @@ def train_once(args, data_path):
         "epochs_run": len(curve), "last_epoch_partial": bool(partial and partial[-1]),
         "eval_every_min": args.eval_every_min or None,
         "data_passes": limited["loader"].passes_done if "loader" in limited else None,
+        "passes_counted_once": True,
         "train_s_per_epoch": sum(whole) / len(whole) if whole else None,
         "train_s_per_data_pass": (sum(epoch_train_s) / limited["loader"].passes_done
                                   if "loader" in limited and limited["loader"].passes_done else None),
@@ -210,7 +212,23 @@ def train_once(args, data_path):
 
 # ---------------------------------------------------------------- merge, plot, table
 
+def corrected_passes(run):
+    """Pieces written before ``passes_counted_once`` counted every completed pass twice (the
+    end of a pass added one more on top of the pass's last batch): 2k + f for k passes and a
+    fraction f of the next.  Returns the run with data_passes = k + f and the seconds per pass
+    scaled to match; newer pieces come back unchanged."""
+    passes = run.get("data_passes")
+    if run.get("passes_counted_once") or not passes or passes < 1:
+        return run
+    k = int(passes) // 2
+    fixed = k + (passes - 2 * k)
+    per_pass = run.get("train_s_per_data_pass")
+    return {**run, "data_passes": fixed, "passes_counted_once": True,
+            "train_s_per_data_pass": per_pass * passes / fixed if per_pass else per_pass}
+
+
 def summarise(runs):
+    runs = [corrected_passes(r) for r in runs]
     summary = {}
     for run in runs:
         models = summary.setdefault(run["dataset"], {"models": {}})["models"]
@@ -354,7 +372,7 @@ def merge(paths, out, update_readme=False):
     for path in paths:
         with open(path, encoding="utf-8") as f:
             parts.append(json.load(f))
-    runs = [run for part in parts for run in part["runs"]]
+    runs = [corrected_passes(run) for part in parts for run in part["runs"]]
     result = {
         "benchmark": "paper configs on a CPU (all_positions vs prefix)",
         "pieces": [{"command": p["command"], "date_utc": p["date_utc"], "machine": p["machine"]} for p in parts],

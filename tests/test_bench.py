@@ -196,3 +196,21 @@ def test_merge_joins_seeds_of_one_budget_and_refuses_others(tmp_path):
     else:
         raise AssertionError("runs of different budgets must not be merged")
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_paper_cpu_counts_each_pass_once_and_corrects_old_pieces():
+    import paper_cpu
+
+    loader = paper_cpu._UntilDeadline(list(range(4)), deadline=float("inf"))
+    for _ in range(2):  # two whole passes: one RecBole epoch each
+        assert list(loader) == [0, 1, 2, 3]
+    assert loader.passes_done == 2.0
+    half = paper_cpu._UntilDeadline(list(range(4)), deadline=float("inf"), slice_s=1e-9)
+    assert list(half) == [] and half.cut  # a slice that ends at once yields nothing
+    # pieces from before the fix counted 2k + f for k passes and a fraction f
+    old = {"data_passes": 102.63, "train_s_per_data_pass": 38.0}
+    fixed = paper_cpu.corrected_passes(old)
+    assert abs(fixed["data_passes"] - 51.63) < 1e-9
+    assert abs(fixed["train_s_per_data_pass"] - 38.0 * 102.63 / 51.63) < 1e-9
+    assert paper_cpu.corrected_passes(fixed) == fixed  # marked, so never corrected twice
+    assert paper_cpu.corrected_passes({"data_passes": 0.32})["data_passes"] == 0.32  # no pass completed
