@@ -401,6 +401,20 @@ def merge(paths, out, update_readme=False):
     return result
 
 
+def _recorded_args(argv):
+    """The command line as a piece records it: without --progress (where this machine kept
+    the curve while the run went on), which changes nothing in the result."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--progress":
+            skip = True
+        elif not arg.startswith("--progress="):
+            kept.append(arg)
+    return kept
+
+
 def _setting(text):
     """``KEY=VALUE`` for --set; the value is read as YAML (0.002, 0.1, True, [64])."""
     import yaml
@@ -453,7 +467,7 @@ def main():
     data_path, subset = (prepare_ml1m if args.dataset == "ml-1m" else prepare_games)(args.users)
     piece = {
         "benchmark": "paper configs on a CPU, one piece",
-        "command": "python bench/paper_cpu.py " + " ".join(repo_relative(a) for a in sys.argv[1:]),
+        "command": "python bench/paper_cpu.py " + " ".join(repo_relative(a) for a in _recorded_args(sys.argv[1:])),
         **machine_record(args.threads),
         "protocol": "leave-one-out by time (LS valid_and_test, order TO), full ranking over all items, "
                     "user/item filters [5,inf), CE, Adam 1e-3, early stop 10 on valid NDCG@10, test at the best epoch",
