@@ -19,13 +19,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --dry-run ]; then
   OUT=bench/out/gpu-dry; rm -rf "$OUT"; mkdir -p "$OUT"; start=$SECONDS
-  export TRITON_INTERPRET=1 OMP_NUM_THREADS=1
+  export OMP_NUM_THREADS=1  # TRITON_INTERPRET=1 for the backend checks only: the tests set it where they need it
   small=(--device cpu --threads 1 --users 60 --eval-batch-size 256 --ssm-backend torch)
   {
     python3 -c "import numpy, torch, pandas; print('stack:', 'numpy', numpy.__version__, 'torch', torch.__version__, 'pandas', pandas.__version__)"
     timeout 900 python3 -m pytest -q -p no:cacheprovider -x tests/test_scan.py tests/test_models.py tests/test_scan_triton.py tests/test_compat.py 2>&1 | tail -3
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "tests failed"; exit 1; }
     echo "tests: $((SECONDS - start)) s"
-    python3 bench/gpu_checks.py --device cpu --out "$OUT/gpu_checks.json" || exit 1
+    TRITON_INTERPRET=1 python3 bench/gpu_checks.py --device cpu --out "$OUT/gpu_checks.json" || exit 1
     echo "checks: $((SECONDS - start)) s"
     python3 bench/paper_cpu.py --dataset ml-1m --run mamba4rec-ap --seed 2020 "${small[@]}" --budget-min 0.5 \
       --out "$OUT/gpu_ml-1m_mamba4rec-ap.json" || exit 1

@@ -454,7 +454,9 @@ def main():
     parser.add_argument("--update-readme", action="store_true", help="with --merge: splice the table into README.md")
     args = parser.parse_args()
     args.set = dict(args.set)
-    args.progress = os.path.abspath(args.progress) if args.progress else None  # before the chdir below
+    # paths given relative to where the command ran, before the chdir below
+    args.progress = os.path.abspath(args.progress) if args.progress else None
+    args.checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
     if args.merge:
         return merge(args.merge, args.out or os.path.join(RESULTS, "paper_cpu.json"), args.update_readme)
 
