@@ -152,3 +152,17 @@ def test_plain_trainer_refuses_session_parallel(yoochoose):
     model = GRU4Rec(config, train_data._dataset)
     with pytest.raises(ConfigError, match="session_parallel trains through GRU4Rec's trainer"):
         model.calculate_loss(train_data._dataset.inter_feat[torch.arange(4)])
+
+
+def test_a_step_with_few_open_lanes_weighs_each_event_the_same(yoochoose):
+    """The last steps of an epoch have few lanes open: their loss is the sum over the open
+    lanes / train_batch_size, not their mean (full-size Adagrad steps from 2 rows diverged)."""
+    config, train_data, _, _ = yoochoose
+    init_seed(2020, True)
+    model = GRU4Rec(config, train_data._dataset).eval()
+    inputs, targets = torch.tensor([5, 9]), torch.tensor([6, 11])
+    state = model.init_state(2)
+    scaled, _ = model.session_parallel_loss(inputs, targets, state, lanes=32)
+    model.sample_cache.pointer -= 1  # the same extra negatives again
+    full, _ = model.session_parallel_loss(inputs, targets, state, lanes=2)
+    torch.testing.assert_close(scaled, full * 2 / 32)

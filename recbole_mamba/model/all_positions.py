@@ -288,7 +288,7 @@ class SequentialTrainer(Trainer):
             else:
                 state = carried_state(state, carry, fresh)
             self.optimizer.zero_grad()
-            loss, state = self.model.session_parallel_loss(inputs, targets, state)
+            loss, state = self.model.session_parallel_loss(inputs, targets, state, self._session_lanes.batch_size)
             self._check_nan(loss)
             loss.backward()
             if self.clip_grad_norm:

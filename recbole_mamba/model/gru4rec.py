@@ -364,11 +364,15 @@ class GRU4Rec(SequentialRecommender):
             return self.bpr_loss(pos_score, neg_score)
         return self.rows_loss(user_vectors, targets)
 
-    def session_parallel_loss(self, input_items, target_items, state):
-        """One session-parallel step: (loss, new state) for lanes feeding ``input_items`` [n]
-        and predicting ``target_items`` [n] from ``state`` [layers, n, h]."""
+    def session_parallel_loss(self, input_items, target_items, state, lanes):
+        """One session-parallel step: (loss, new state) for the n open lanes of ``lanes``
+        feeding ``input_items`` [n] and predicting ``target_items`` [n] from ``state``
+        [layers, n, h].  The loss is the mean over the open lanes x n / lanes: every event
+        weighs the same, so the last steps of an epoch, with few lanes open, take
+        proportionally smaller steps (the official normalisation; a plain mean let Adagrad
+        take full-size steps from 2 rows, which diverged at hidden size 512)."""
         user_vectors, state = self.step(input_items, state)  # [n, d], [layers, n, h]
-        return self.rows_loss(user_vectors, target_items), state
+        return self.rows_loss(user_vectors, target_items) * (len(target_items) / lanes), state
 
     def rows_loss(self, user_vectors, targets):
         """The configured loss of user vectors [N, d] predicting ``targets`` [N]."""

@@ -8,7 +8,8 @@ current item as input and its next item as target, the model steps its state onc
 optimizer takes one step.  The state is carried to the next step (detached: back-propagation
 through one step, as the official code does) and set to zero when a lane starts a new
 sequence; a lane whose sequence has no next item takes the next unused sequence, and when none
-is left it closes and the batch shrinks.  Sequences enter the lanes in the order of their first
+is left it closes and the batch shrinks (a step's loss is then scaled by open lanes /
+``train_batch_size``: every event weighs the same).  Sequences enter the lanes in the order of their first
 training row (time order for the session converter's files), the same order every epoch.
 
 Relation to ``train_mode: all_positions``: both use every training target once per epoch and
