@@ -182,7 +182,6 @@ def run_recbole_model(model_class, trainer_class, dataset, yaml_path, data_dir, 
     start = time.perf_counter()
     trainer.fit(train_data, None, saved=False, show_progress=False)
     train_s = time.perf_counter() - start
-    globals()["LAST_LOSSES"] = dict(trainer.train_loss_dict)
     with torch.no_grad():
         result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     return {"recall@20": round(float(result["recall@20"]), 4), "mrr@20": round(float(result["mrr@20"]), 4),
@@ -268,6 +267,8 @@ def main():
               "fetch hidasib/GRU4Rec_PyTorch_Official and pass its folder with --official")
         systems.remove("official")
         official = None
+    if not systems:
+        return
     os.makedirs(OUT, exist_ok=True)
     work = os.path.join(OUT, "gru4rec_official")
     train, test = sliced_files(args.data, args.max_train_sessions, args.max_test_sessions, os.path.join(work, "slice"))
