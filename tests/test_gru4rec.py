@@ -17,6 +17,7 @@ from recbole.utils import init_seed
 import recbole_mamba  # noqa: F401
 from conftest import REPO, TINY
 from recbole_mamba.errors import ConfigError
+from recbole_mamba.model.session_parallel import SampleCache, event_item_counts
 from recbole_mamba.model.gru4rec import (
     GRU4Rec,
     GRU4RecTrainer,
@@ -24,6 +25,7 @@ from recbole_mamba.model.gru4rec import (
     bpr_sampled_loss,
     candidate_scores,
     popularity_distribution,
+    sampled_softmax_loss,
     session_window_rows,
     top1_loss,
     top1_max_loss,
@@ -139,9 +141,28 @@ def test_popularity_distribution_by_hand():
     torch.testing.assert_close(popularity_distribution(counts, 1.0), torch.tensor([0, 1, 4, 9, 0]) / 14.0)
 
 
+def _event_counts(dataset):
+    return event_item_counts(dataset.inter_feat, "item_id", "item_id_list", "item_length", dataset.item_num)
+
+
+def test_event_counts_are_every_training_event(gru_data):
+    _, train_data, _ = gru_data
+    inter = train_data._dataset.inter_feat
+    counts = _event_counts(train_data._dataset)
+    # each user's training events: the first row's history item, then one target per row
+    users = inter["user_id"].numpy()
+    assert int(counts.sum()) == len(inter) + len(np.unique(users))
+    by_hand = np.zeros(len(counts), dtype=np.int64)
+    for row in range(len(inter)):
+        by_hand[int(inter["item_id"][row])] += 1
+        if int(inter["item_length"][row]) == 1:
+            by_hand[int(inter["item_id_list"][row, 0])] += 1
+    assert counts.tolist() == by_hand.tolist()
+
+
 def test_sampler_follows_popularity_power(gru_data):
     config, train_data, _ = gru_data
-    counts = torch.bincount(train_data._dataset.inter_feat["item_id"], minlength=train_data._dataset.item_num)
+    counts = _event_counts(train_data._dataset)
     top, rare = int(counts.argmax()), int(torch.nonzero(counts == 1)[0])
     draws = 200_000
     share = {}
@@ -156,6 +177,126 @@ def test_sampler_follows_popularity_power(gru_data):
         share[alpha] = (freq[top] / max(freq[rare], 1.0 / draws)).item()
     assert share[0.0] < 3 < share[0.5] < share[1.0]  # more skew as alpha grows
     assert model.sample_negatives(0).numel() == 0
+
+
+def test_sample_cache_serves_blocks_that_follow_count_power(gru_data):
+    _, train_data, _ = gru_data
+    counts = _event_counts(train_data._dataset).double()
+    distribution = popularity_distribution(counts, 0.5)
+    torch.manual_seed(1)
+    cache = SampleCache(distribution, n_sample=1000, cache_size=5000)  # 5 blocks per draw
+    blocks = [cache.next() for _ in range(60)]
+    assert cache.batches == 5 and all(b.shape == (1000,) for b in blocks)
+    assert not torch.equal(blocks[0], blocks[1]) and not torch.equal(blocks[4], blocks[5])  # refilled
+    sample = torch.cat(blocks)
+    assert sample.min() >= 1 and bool((counts[sample] > 0).all())  # never padding, never an unseen item
+    expected = counts**0.5 / (counts[1:] ** 0.5).sum()
+    observed = torch.bincount(sample, minlength=len(counts)).double()
+    # Pearson chi-square over items with expected count >= 5 (dof ~ their number): far below a 6-sigma bound
+    big = expected * len(sample) >= 5
+    chi2 = (((observed - expected * len(sample)) ** 2) / (expected * len(sample)))[big].sum().item()
+    dof = int(big.sum()) - 1
+    assert chi2 < dof + 6 * math.sqrt(2 * dof)
+    # and it is not plain popularity: the same draws fail count^1
+    linear = counts / counts[1:].sum()
+    chi2_linear = (((observed - linear * len(sample)) ** 2) / (linear * len(sample) + 1e-9))[big].sum().item()
+    assert chi2_linear > dof + 6 * math.sqrt(2 * dof)
+
+
+def test_sampled_softmax_loss_by_hand():
+    pos = torch.tensor([1.0, 0.5])
+    neg = torch.tensor([[0.0, 2.0, 50.0], [1.0, -1.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    row0 = -(1.0 - math.log(math.e**1.0 + math.e**0.0 + math.e**2.0))
+    row1 = -(0.5 - math.log(math.e**0.5 + math.e**1.0 + math.e**-1.0 + 1.0))
+    assert sampled_softmax_loss(pos, neg, mask).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("logq", [0.0, 1.0, 0.5])
+def test_sampled_softmax_with_logq_by_hand(logq, gru_data):
+    _, train_data, _ = gru_data
+    alpha = 0.5
+    model = GRU4Rec(gru_config(sampled_softmax=True, logq=logq, n_sample=6, sample_alpha=alpha, item_bias=True,
+                               constrained_embedding=True), train_data._dataset)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+    users = torch.randn(4, config_hidden(model))
+    targets = torch.tensor([3, 7, 3, 11])  # rows 0 and 2 share a target
+    extras = model.sample_negatives(6)
+    model.sample_cache.pointer -= 1  # rows_loss draws the same block
+    loss = model.rows_loss(users, targets).item()
+    counts = _event_counts(train_data._dataset).double().clamp(min=1)
+    weight, bias = model.item_embedding.weight.detach().double(), model.item_bias.weight.detach().double()[:, 0]
+    candidates = targets.tolist() + extras.tolist()
+    log_q = [math.log(counts[c]) for c in targets.tolist()] + [alpha * math.log(counts[c]) for c in extras.tolist()]
+    total = 0.0
+    for i, target in enumerate(targets.tolist()):
+        scores = [float(users[i].double() @ weight[c]) + float(bias[c]) - logq * log_q[j] for j, c in enumerate(candidates)]
+        positive = scores[i]
+        negatives = [s for j, s in enumerate(scores) if candidates[j] != target]
+        total += -(positive - math.log(math.exp(positive) + sum(math.exp(s) for s in negatives)))
+    assert loss == pytest.approx(total / 4, rel=1e-5)
+
+
+def config_hidden(model):
+    return model.item_embedding.weight.shape[1]
+
+
+def test_bpr_max_with_elu_final_activation(gru_data):
+    _, train_data, _ = gru_data
+    model = GRU4Rec(gru_config(loss_type="BPR-max", final_activation="elu-0.5", bpreg=0.9, n_sample=8),
+                    train_data._dataset)
+    torch.manual_seed(4)
+    users, targets = torch.randn(5, 32) * 3, torch.tensor([1, 2, 3, 4, 2])
+    extras = model.sample_negatives(8)
+    model.sample_cache.pointer -= 1
+    loss = model.rows_loss(users, targets)
+    pos, neg, mask = candidate_scores(users, targets, extras, model.item_embedding)
+    expected = bpr_max_loss(torch.nn.functional.elu(pos, 0.5), torch.nn.functional.elu(neg, 0.5), mask, 0.9)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, bpr_max_loss(pos, neg, mask, 0.9))  # the activation mattered
+    tanh = GRU4Rec(gru_config(final_activation="tanh"), train_data._dataset)
+    assert tanh.final_activation is torch.tanh
+
+
+def test_constrained_embedding_and_item_bias(gru_data):
+    config, train_data, test_data = gru_data
+    model = GRU4Rec(gru_config(constrained_embedding=True, item_bias=True, hidden_size=24, embedding_size=64,
+                               gru_bias=True), train_data._dataset).eval()
+    assert model.dense is None and model.item_embedding.weight.shape == (train_data._dataset.item_num, 24)
+    assert model.gru_layers.bias and model.gru_layers.input_size == 24
+    assert torch.count_nonzero(model.item_bias.weight) == 0  # zero-initialised
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        states = model.forward(batch["item_id_list"], batch["item_length"])  # [B, 24]: the GRU state itself
+        _, h_n = model.gru_layers(model.item_embedding(batch["item_id_list"]))
+        scores = model.full_sort_predict(batch)
+        single = model.predict(batch)
+    by_hand = states @ model.item_embedding.weight.T + model.item_bias.weight.T
+    torch.testing.assert_close(scores, by_hand)
+    torch.testing.assert_close(single, by_hand[torch.arange(len(by_hand)), batch["item_id"]])
+    full = batch["item_length"] == batch["item_id_list"].shape[1]
+    torch.testing.assert_close(states[full], h_n[-1][full])
+
+
+def test_official_init(gru_data):
+    _, train_data, _ = gru_data
+    model = GRU4Rec(gru_config(weight_init="official", constrained_embedding=True, gru_bias=True, item_bias=True,
+                               hidden_size=40), train_data._dataset)
+    h, n_items = 40, train_data._dataset.item_num
+    for name, weight in model.gru_layers.named_parameters():
+        if name.startswith("bias"):
+            assert torch.count_nonzero(weight) == 0, name
+            continue
+        for gate in weight.detach().chunk(3):  # each [h, 40]: Xavier-uniform bound sqrt(6 / (40 + h))
+            bound = math.sqrt(6 / (gate.shape[0] + gate.shape[1]))
+            assert gate.abs().max() <= bound and gate.abs().max() > 0.9 * bound, name
+    table_bound = math.sqrt(6 / (n_items + h))
+    assert model.item_embedding.weight.abs().max() <= table_bound
+    assert model.item_embedding.weight.std().item() == pytest.approx(table_bound / math.sqrt(3), rel=0.05)
 
 
 def test_no_positive_among_its_negatives():
@@ -261,7 +402,12 @@ def test_step_matches_forward_at_every_prefix(num_layers, gru_data):
     [({"loss_type": "TOP2"}, "loss_type='TOP2' is not supported by GRU4Rec; use one of CE, BPR, TOP1"),
      ({"n_sample": -1}, "n_sample=-1 must be an integer >= 0"),
      ({"sample_alpha": -0.5}, "sample_alpha=-0.5 must be a number >= 0"),
-     ({"train_mode": "parallel"}, "train_mode='parallel' is not supported")],
+     ({"train_mode": "parallel"}, "train_mode='parallel' is not supported"),
+     ({"final_activation": "relu"}, "final_activation='relu' is not supported by GRU4Rec; use linear, tanh or elu-"),
+     ({"final_activation": "elu-0"}, "final_activation='elu-0' is not supported"),
+     ({"weight_init": "xavier"}, "weight_init='xavier' is not supported by GRU4Rec; use one of recbole, official"),
+     ({"logq": 1.0}, "logq=1.0 corrects the sampled softmax only"),
+     ({"hidden_dropout_prob": 1.0}, "hidden_dropout_prob=1.0 must be in [0, 1)")],
 )
 def test_bad_config_is_a_one_line_error(overrides, message, gru_data):
     _, train_data, _ = gru_data

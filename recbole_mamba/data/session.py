@@ -86,8 +86,11 @@ def read_diginetica(path, test_days=7, progress=True):
 
 
 def ordered(sessions):
-    """Items of each session in time order (file order among equal times)."""
-    return {k: [item for _, _, item in sorted(v)] for k, v in sessions.items()}
+    """Items of each session in time order (file order among equal times), the sessions in the
+    order of their first event (as the official GRU4Rec feeds them to session-parallel training;
+    files sorted by session id are not in that order)."""
+    by_start = sorted(sessions.items(), key=lambda kv: min(kv[1])[:2])  # stable: file order among ties
+    return {k: [item for _, _, item in sorted(v)] for k, v in by_start}
 
 
 def position_rows(sessions, max_len=None):
@@ -145,7 +148,7 @@ def convert(train_path, test_path, dataset, out_dir="dataset", valid_path=None, 
         valid, valid_dropped = limit_to_training_items(ordered(read_sessions(valid_path, progress)), train_items)
         dropped.update({f"valid: {k}": v for k, v in valid_dropped.items()})
     else:
-        last = list(train)[-monitor_sessions:]  # first appearance in the file: time order
+        last = list(train)[-monitor_sessions:]  # the sessions that start last
         valid = {k: train[k] for k in last}
         notes.append(f"valid = the last {len(valid):,} training sessions, kept in training too: "
                      "a monitor, not a held-out set (give --valid for one)")

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
+from torch.nn.utils import clip_grad_norm_
 
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.layers import check_sequence_lengths
@@ -47,12 +48,12 @@ _CE_CHUNK_ELEMENTS = 1 << 24
 _BUCKET_POOL_BATCHES = 64
 
 
-def train_mode_from(config, model_name, aliases=None, causal=True):
-    """The ``train_mode`` config key, checked; ``aliases`` maps old names to new ones."""
+def train_mode_from(config, model_name, aliases=None, causal=True, modes=TRAIN_MODES):
+    """The ``train_mode`` config key, checked against ``modes``; ``aliases`` maps old names to new ones."""
     value = config["train_mode"] if config["train_mode"] is not None else "prefix"
     value = (aliases or {}).get(value, value)
-    allowed = TRAIN_MODES + tuple(aliases or ())
-    if value not in TRAIN_MODES:
+    allowed = tuple(modes) + tuple(aliases or ())
+    if value not in modes:
         raise ConfigError(f"train_mode={config['train_mode']!r} is not supported by {model_name}; "
                           f"use one of {', '.join(allowed)}")
     if value == "all_positions" and not causal:
@@ -225,11 +226,31 @@ class LengthBucketedLoader:
 
 
 class SequentialTrainer(Trainer):
-    """RecBole's Trainer; trains on windows under ``train_mode: all_positions`` and on
-    length-bucketed batches under ``length_bucketing: True``."""
+    """RecBole's Trainer; trains on windows under ``train_mode: all_positions``, on
+    length-bucketed batches under ``length_bucketing: True``, step by step through session
+    lanes under ``train_mode: session_parallel``
+    (:mod:`recbole_mamba.model.session_parallel`), and builds ``learner: adagrad_momentum``
+    (:mod:`recbole_mamba.optim`)."""
+
+    def _build_optimizer(self, **kwargs):
+        learner = kwargs.get("learner", self.learner)
+        if str(learner).lower() != "adagrad_momentum":
+            return super()._build_optimizer(**kwargs)
+        from recbole_mamba.optim import AdagradMomentum
+
+        if kwargs.get("weight_decay", self.weight_decay):
+            raise ConfigError("learner=adagrad_momentum has no weight decay; set weight_decay=0")
+        momentum = self.config["momentum"] if self.config["momentum"] is not None else 0.0
+        eps = self.config["adagrad_eps"] if self.config["adagrad_eps"] is not None else 1e-6
+        return AdagradMomentum(kwargs.get("params", self.model.parameters()),
+                               kwargs.get("learning_rate", self.learning_rate), momentum, eps)
 
     def fit(self, train_data, *args, **kwargs):
-        all_positions = getattr(self.model, "train_mode", "prefix") == "all_positions"
+        mode = getattr(self.model, "train_mode", "prefix")
+        if mode == "session_parallel":
+            self._session_lanes = None  # built from this train_data on the first epoch
+            return super().fit(train_data, *args, **kwargs)
+        all_positions = mode == "all_positions"
         if all_positions:
             train_data = self._window_loader(train_data)
         if self.config["length_bucketing"]:
@@ -238,6 +259,43 @@ class SequentialTrainer(Trainer):
             max_positions = self.config["train_batch_size"] if all_positions else None
             train_data = LengthBucketedLoader(train_data, lengths, self.config["seed"], max_positions)
         return super().fit(train_data, *args, **kwargs)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if getattr(self.model, "train_mode", "prefix") != "session_parallel":
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        return self._session_parallel_epoch(train_data)
+
+    def _session_parallel_epoch(self, train_data):
+        """One pass over the session lanes: one optimizer step per time step, the model's
+        state carried between steps and zeroed where a lane starts a new sequence."""
+        from recbole_mamba.model.session_parallel import SessionLanes, carried_state, session_sequences
+
+        if not self.config["single_spec"]:
+            raise ConfigError("train_mode=session_parallel is not supported in distributed training (nproc > 1); "
+                              "use train_mode=all_positions")
+        if getattr(self, "_session_lanes", None) is None:
+            inter = train_data._dataset.inter_feat
+            model = self.model
+            items, offsets = session_sequences(inter[model.USER_ID].numpy(), inter[model.ITEM_SEQ].numpy(),
+                                               inter[model.ITEM_SEQ_LEN].numpy(), inter[model.ITEM_ID].numpy())
+            self._session_lanes = SessionLanes(items, offsets, self.config["train_batch_size"])
+        self.model.train()
+        total_loss, state = 0.0, None
+        for inputs, targets, carry, fresh in self._session_lanes:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            if state is None:
+                state = self.model.init_state(len(inputs), self.device)
+            else:
+                state = carried_state(state, carry, fresh)
+            self.optimizer.zero_grad()
+            loss, state = self.model.session_parallel_loss(inputs, targets, state, self._session_lanes.batch_size)
+            self._check_nan(loss)
+            loss.backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            total_loss += loss.item()
+        return total_loss
 
     def _window_loader(self, train_data):
         dataset = train_data._dataset
