@@ -237,7 +237,7 @@ def main():
                         row = one_run(name, dataset, budget, seed, data_path, args)
                     except Exception as error:  # a baseline that does not run on this data is reported, not fatal
                         row = {"dataset": dataset, "budget": budget, "variant": name, "seed": seed,
-                               "error": f"{type(error).__name__}: {error}"[:500]}
+                               "error": repo_relative(f"{type(error).__name__}: {error}")[:500]}
                     finally:
                         VARIANTS[name] = (model_name, extra, runs_on)
                     if "error" not in row:
@@ -259,8 +259,7 @@ def main():
     result = {
         "benchmark": "CTR on real data: Taobao UserBehavior (shared sample) and ml-100k as sequence-aware CTR; "
                      "time-ordered 80/10/10 split, labelled evaluation, early stopping on valid AUC",
-        "command": "python bench/ctr.py " + " ".join(a for a in sys.orig_argv[2:] if a) if hasattr(sys, "orig_argv")
-        else "python bench/ctr.py",
+        "command": repo_relative("python bench/ctr.py " + " ".join(getattr(sys, "orig_argv", [])[2:])),
         "data": state["data"],
         "budgets": {"shared": {"epochs": args.epochs, "train_batch_size": args.batch, "learning_rate": args.learning_rate},
                     "defaults": "each model's own YAML (epochs, learner, learning_rate, train_batch_size)",

@@ -7,7 +7,8 @@ self-mask, each with its own logit, averaged, trained with Tri-BCE.
     ECN: x_{l+1} = Dropout(x_l * (Mask(W_l x_l) + b_l) + x_l)
     Mask(H) = [H ; H * ReLU(LayerNorm(H))],  W_l: D -> D/2,  b_l ~ U(0, 1)
 
-* The input is the field embeddings reordered as the authors do before the first layer:
+* The input is RecBole's embedding of every field of the data (a ContextRecommender, as
+  RecBole's DCNV2), reordered as the authors do before the first layer:
   every field's first half, then every field's second half (with ``num_heads`` > 1, per
   head: each head owns a slice of every field's embedding, and a network runs on each head
   and the head logits are averaged).  So the self-mask's two halves pair [H ; H * mask]
