@@ -24,6 +24,7 @@ negative shares its positive's time) would hand them the label, so they run on m
 Writes bench/results/ctr.json (every run and the table), ctr.md (README table) and ctr.png.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -126,29 +127,41 @@ def one_run(name, dataset, budget, seed, data_path, args):
     slug = f"{dataset}-{budget}-{slugify(name)}-seed{seed}"
     config.update({**extra, "seed": seed, "checkpoint_dir": os.path.join(OUT, "ctr_checkpoints", slug)})
     start = time.time()
-    result = run_recbole(model=model_name, dataset=DATASETS[dataset], config_file_list=files, config_dict=config)
+    with timed_training_epochs() as epoch_seconds:
+        result = run_recbole(model=model_name, dataset=DATASETS[dataset], config_file_list=files, config_dict=config)
     seconds = time.time() - start
     row = {"dataset": dataset, "budget": budget, "variant": name, "model": model_name, "seed": seed,
            "seconds": seconds, "test_auc": result["test_result"]["auc"],
            "test_logloss": result["test_result"]["logloss"], "best_valid_auc": result["best_valid_result"]["auc"]}
-    epochs_run = _epochs_in_log()
-    if epochs_run:
-        row["epochs_run"] = epochs_run
-        row["seconds_per_epoch"] = seconds / epochs_run
+    if epoch_seconds:
+        row["epochs_run"] = len(epoch_seconds)
+        row["seconds_per_epoch"] = statistics.mean(epoch_seconds)  # training only, evaluation not counted
     if model_name == "MDAF":
         row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"]),
                                             os.path.join(args.gate_reports, slug), progress=False)
     return row
 
 
-def _epochs_in_log():
-    """Training epochs of the last run, counted in RecBole's newest log file (or None)."""
-    folder = os.path.join(os.getcwd(), "log")
-    logs = [os.path.join(root, f) for root, _, names in os.walk(folder) for f in names if f.endswith(".log")]
-    if not logs:
-        return None
-    with open(max(logs, key=os.path.getmtime), encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if " training [time:" in line) or None
+@contextlib.contextmanager
+def timed_training_epochs():
+    """Wall-clock seconds of every training epoch run inside the block (RecBole's
+    ``Trainer._train_epoch``, which every trainer here inherits), as a list."""
+    from recbole.trainer import Trainer
+
+    durations, original = [], Trainer._train_epoch
+
+    def timed(self, *args, **kwargs):
+        start = time.time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            durations.append(time.time() - start)
+
+    Trainer._train_epoch = timed
+    try:
+        yield durations
+    finally:
+        Trainer._train_epoch = original
 
 
 def summarise(runs, params):
