@@ -214,3 +214,19 @@ def test_paper_cpu_counts_each_pass_once_and_corrects_old_pieces():
     assert abs(fixed["train_s_per_data_pass"] - 38.0 * 102.63 / 51.63) < 1e-9
     assert paper_cpu.corrected_passes(fixed) == fixed  # marked, so never corrected twice
     assert paper_cpu.corrected_passes({"data_passes": 0.32})["data_passes"] == 0.32  # no pass completed
+
+
+def test_ctr_table_pools_seeds_per_dataset_budget_and_model():
+    import ctr
+
+    runs = [{"dataset": "ml-100k", "budget": "shared", "variant": name, "seed": seed, "test_auc": auc,
+             "test_logloss": 0.6, "seconds_per_epoch": 2.0, **({"gate": {"mean": 0.4}} if name.startswith("MDAF") else {})}
+            for name, seed, auc in (("DCNv3", 1, 0.70), ("DCNv3", 2, 0.72), ("MDAF (gate)", 1, 0.75))]
+    table = ctr.summarise(runs, {"ml-100k/shared/DCNv3": 1234})
+    assert [row["variant"] for row in table] == ["MDAF (gate)", "DCNv3"]  # the order of VARIANTS
+    dcn = table[1]
+    assert abs(dcn["auc_mean"] - 0.71) < 1e-12 and abs(dcn["auc_std"] - mean_std([0.70, 0.72])[1]) < 1e-12
+    assert dcn["params"] == 1234 and table[0]["gate_mean"] == 0.4 and table[0]["params"] is None
+    lines = ctr.markdown(table).splitlines()
+    assert lines[2].startswith("| ml-100k | shared | MDAF (gate) | – | 0.7500 ± 0.0000")
+    assert "| 1,234 | 0.7100 ± 0.0141 |" in lines[3]

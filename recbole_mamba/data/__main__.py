@@ -39,6 +39,11 @@ def build_parser():
     session.add_argument("--format", dest="fmt", choices=("rsc15", "diginetica"), default="rsc15")
     session.add_argument("--test-days", type=int, default=7, help="diginetica: the last days' sessions are the test set")
     session.add_argument("--max-len", type=int, default=None, help="item_id_list length (default: the longest session)")
+    rating_ctr = add("rating-ctr", "ratings as sequence-aware CTR rows for MDAF / DCNv3 (label rating >= threshold, "
+                     "history = earlier ratings), the .user / .item files copied", "a RecBole .inter with rating "
+                     "and timestamp (e.g. ml-100k.inter)")
+    rating_ctr.add_argument("--threshold", type=float, default=4, help="label 1 when rating >= this (default 4)")
+    rating_ctr.add_argument("--history", type=int, default=50, help="earlier ratings kept per row (default 50)")
     return parser
 
 
@@ -61,6 +66,10 @@ def run(argv=None):
                                     "pass the test file split by time")
         return session.convert(args.input, args.test, args.dataset, args.out_dir, args.valid, args.max_len, args.fmt,
                                args.test_days, progress=progress)
+    if args.converter == "rating-ctr":
+        from recbole_mamba.data import ctr
+
+        return ctr.convert_ratings(args.input, args.dataset, args.out_dir, args.threshold, args.history, progress)
     if args.converter == "seqfile":
         from recbole_mamba.data import seqfile
 

@@ -1,4 +1,5 @@
-"""Labelled CTR rows from a behaviour log (Taobao UserBehavior), for MDAF and DCNv3.
+"""Labelled CTR rows with the user's history, for MDAF and DCNv3: from a behaviour log
+(Taobao UserBehavior, :func:`convert`) or from ratings (:func:`convert_ratings`).
 
 Each positive row is a user's first behaviour on an item (so the target item is
 never in its own history); its history is the user's behaviours strictly before it
@@ -14,12 +15,14 @@ items by count^alpha (0 = uniform over them).  RecBole then splits the rows by t
 """
 import argparse
 import collections
+import os
+import shutil
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
-from recbole_mamba.data.atomic import Summary, dataset_file, write_atomic
+from recbole_mamba.data.atomic import Summary, dataset_file, format_number, write_atomic
 from recbole_mamba.data.taobao import BEHAVIORS, TIME_WINDOW, read_user_behavior
 from recbole_mamba.errors import ConfigError, RecboleMambaError
 
@@ -128,6 +131,70 @@ def convert(path, dataset="taobao-ctr", out_dir="dataset", history=50, neg_ratio
                f"{'same-day popularity' if popularity_alpha is None else f'same-day count^{popularity_alpha}'} negatives)"],
     )
     return summary
+
+
+def build_rating_ctr_rows(ratings, threshold=4, history=50):
+    """Sequence-aware CTR rows from explicit ratings: one row per rating, label
+    rating >= ``threshold``, history the items the user rated strictly earlier (the last
+    ``history`` of them, oldest first, liked or not).  Ratings in the same second as
+    the target are not history (their order is unknown); a user's first ratings, with
+    nothing earlier, give no row.
+
+    ratings: DataFrame (user_id, item_id, rating, timestamp).  Returns (rows, dropped):
+    rows are (user, item, label, timestamp, history_items)."""
+    ratings = ratings.sort_values(["user_id", "timestamp"], kind="stable")
+    rows, dropped = [], 0
+    for user, frame in ratings.groupby("user_id", sort=False):
+        items = frame["item_id"].to_numpy()
+        times = frame["timestamp"].to_numpy()
+        labels = (frame["rating"].to_numpy() >= threshold).astype(int)
+        for j in range(len(items)):
+            k = int(np.searchsorted(times, times[j], side="left"))  # ratings strictly earlier
+            if k == 0:
+                dropped += 1
+                continue
+            rows.append((user, items[j], labels[j], times[j], items[max(0, k - history):k].tolist()))
+    return rows, dropped
+
+
+def read_atomic_ratings(path):
+    """A RecBole .inter with user_id, item_id, rating, timestamp -> DataFrame (header types stripped)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", dtype=str)
+    frame.columns = [c.split(":")[0] for c in frame.columns]
+    missing = {"user_id", "item_id", "rating", "timestamp"} - set(frame.columns)
+    if missing:
+        raise ConfigError(f"{path} has no {', '.join(sorted(missing))} column(s); a rating .inter needs "
+                          "user_id, item_id, rating and timestamp")
+    frame["rating"] = frame["rating"].astype(float)
+    frame["timestamp"] = frame["timestamp"].astype(float)
+    return frame
+
+
+def convert_ratings(inter_path, dataset, out_dir="dataset", threshold=4, history=50, progress=True):
+    """Rating .inter (e.g. RecBole's ml-100k) -> ``<out_dir>/<dataset>/<dataset>.inter`` with
+    label and ``item_id_list``; the .user / .item files next to it are copied alongside."""
+    if history < 1:
+        raise ConfigError(f"history={history} must be >= 1")
+    ratings = read_atomic_ratings(inter_path)
+    rows, dropped = build_rating_ctr_rows(ratings, threshold, history)
+    inter_out = write_atomic(
+        dataset_file(out_dir, dataset, "inter"), INTER_COLUMNS,
+        ((u, i, label, format_number(t), " ".join(past)) for u, i, label, t, past in rows), progress,
+    )
+    files = [inter_out]
+    stem = os.path.splitext(inter_path)[0]
+    for suffix in ("user", "item"):
+        if os.path.isfile(f"{stem}.{suffix}"):
+            files.append(shutil.copyfile(f"{stem}.{suffix}", dataset_file(out_dir, dataset, suffix)))
+    positives = sum(r[2] for r in rows)
+    return Summary(
+        dataset=dataset, files=files, users=int(ratings["user_id"].nunique()), items=int(ratings["item_id"].nunique()),
+        interactions=0, dropped=collections.Counter({"target: no earlier rating": dropped}),
+        notes=[f"rows {len(rows):,}: {positives:,} with rating >= {threshold} (label 1), "
+               f"{len(rows) - positives:,} below (label 0); history <= {history} earlier ratings"],
+    )
 
 
 def build_parser():

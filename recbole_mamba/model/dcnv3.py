@@ -7,7 +7,8 @@ self-mask, each with its own logit, averaged, trained with Tri-BCE.
     ECN: x_{l+1} = Dropout(x_l * (Mask(W_l x_l) + b_l) + x_l)
     Mask(H) = [H ; H * ReLU(LayerNorm(H))],  W_l: D -> D/2,  b_l ~ U(0, 1)
 
-* The input is the field embeddings reordered as the authors do before the first layer:
+* The input is RecBole's embedding of every field of the data (a ContextRecommender, as
+  RecBole's DCNV2), reordered as the authors do before the first layer:
   every field's first half, then every field's second half (with ``num_heads`` > 1, per
   head: each head owns a slice of every field's embedding, and a network runs on each head
   and the head logits are averaged).  So the self-mask's two halves pair [H ; H * mask]
@@ -99,19 +100,18 @@ def _reinit_cross_biases(module):
 
 
 class DCNv3(CTRRecommender):
-    """Static features (user, item, category) -> LCN + ECN -> averaged logits."""
+    """Every field of the data (RecBole's field embeddings) -> LCN + ECN -> averaged logits."""
 
     def __init__(self, config, dataset):
-        super().__init__()
-        self._build_features(config, dataset)
-        sizes = {config["user_embedding_size"], config["item_embedding_size"], config["category_embedding_size"]}
+        super().__init__(config, dataset)
         self.num_heads = int(config["num_heads"] or 1)
-        if len(sizes) > 1 or next(iter(sizes)) % (2 * self.num_heads):
-            raise ConfigError(f"DCNv3 needs one embedding size for every field, divisible by 2*num_heads="
-                              f"{2 * self.num_heads}; got user/item/category sizes {sorted(sizes)}: set "
-                              "user_embedding_size, item_embedding_size and category_embedding_size alike")
-        self.embedding_size = next(iter(sizes))
-        dim = 3 * self.embedding_size // self.num_heads
+        if self.embedding_size % (2 * self.num_heads):
+            raise ConfigError(f"DCNv3 splits every field's embedding into halves per head: embedding_size="
+                              f"{self.embedding_size} must be divisible by 2*num_heads={2 * self.num_heads}")
+        if self.num_feature_field == 0:
+            raise ConfigError("DCNv3 found no field to embed: list token / token_seq fields in load_col "
+                              "(float fields also need numerical_features)")
+        dim = self.num_feature_field * self.embedding_size // self.num_heads
         self.tri_bce = bool(config["tri_bce"])
         self.backbone = DCNv3Backbone(dim, config["num_deep_cross_layers"], config["deep_net_dropout"],
                                       config["num_shallow_cross_layers"], config["shallow_net_dropout"],
@@ -122,11 +122,8 @@ class DCNv3(CTRRecommender):
         _reinit_cross_biases(self)
 
     def cross_input(self, interaction):
-        """[B, H, 3E/H]: the user, item and category embeddings in the authors' order."""
-        items = interaction[self.ITEM_ID]
-        fields = torch.stack([self.user_embedding(interaction[self.USER_ID]), self.item_embedding(items),
-                              self.category_embedding(self.item_category[items])], dim=1)  # [B, 3, E]
-        return half_split(fields, self.num_heads)
+        """[B, H, F*E/H]: every field's embedding in the authors' order."""
+        return half_split(self.embedded_fields(interaction), self.num_heads)  # [B, F, E] -> [B, H, F*E/H]
 
     def head_logits(self, interaction):
         x_lcn, x_ecn = self.backbone(self.cross_input(interaction))  # [B, H, D] each

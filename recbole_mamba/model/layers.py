@@ -44,6 +44,20 @@ def masked_softmax_pool(h, scores, mask):
     return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)  # [B, d]
 
 
+def target_attention_pool(h, query, mask, scorer):
+    """DIN's target attention: sum over valid steps of w_t h_t, with w_t = scorer([q; h_t;
+    q - h_t; q * h_t]) / sqrt(d) for the query q [B, d] and steps h [B, L, d] -> [B, d].
+
+    As DIN (and RecBole's ``SequenceAttLayer`` with ``softmax_stag=False``), the weights
+    are not normalised over the history, so the result keeps how strongly the history
+    as a whole matches the target; padding gets weight exactly 0, so extra padding never
+    changes the result (RecBole's layer masks by length against a fixed width instead)."""
+    q = query.unsqueeze(1).expand_as(h)  # [B, L, d]
+    scores = scorer(torch.cat([q, h, q - h, q * h], dim=-1)).squeeze(-1)  # [B, L]
+    weights = scores.masked_fill(~mask, 0.0) / h.shape[-1] ** 0.5  # [B, L]
+    return torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # [B, d]
+
+
 def check_sequence_lengths(item_seq, item_seq_len, max_len):
     """One-line errors for rows no recommender can score (SPEC §7)."""
     if item_seq.shape[1] > max_len:
