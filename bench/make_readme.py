@@ -257,7 +257,9 @@ def main():
         lines += ["**Not run yet:** the paper-scale runs (`python bench/paper_scale.py`: ML-1M at L=200 and Video "
                   "Games at L=50, d=64, batch 2048, up to 300 epochs; GPU memory and time per epoch as in the "
                   "papers' efficiency tables) need a GPU, and none has been lent to this project's runs so far. "
-                  "All accuracy numbers below are from a reduced CPU budget, stated with each table.", ""]
+                  "The accuracy numbers below are from a reduced CPU budget, stated with each table; the paper "
+                  "configs trained on a CPU (ML-1M at L 200, Video Games at L 50) are in \"Training on every "
+                  "position\" above.", ""]
     if params:
         lines += params_section(params)
     if speed or scan:
