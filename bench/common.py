@@ -126,3 +126,33 @@ def save_json(result, path):
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {path}", flush=True)
+
+
+# ---------------------------------------------------------------- CTR benchmarks (ctr.py, ctr_taobao.py)
+
+def slugify(name):
+    """'MDAF (gate, target attention)' -> 'mdaf-gate-target-attention'."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def newest_checkpoint(folder):
+    """The most recent RecBole checkpoint (.pth) in ``folder``."""
+    paths = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth")]
+    return max(paths, key=os.path.getmtime)
+
+
+def partial_path(out):
+    """bench/results/x.json -> bench/results/x.partial.json (finished runs of an unfinished benchmark)."""
+    return os.path.splitext(out)[0] + ".partial.json"
+
+
+def count_trainable(model_name, dataset, files, config_dict):
+    """Trainable parameters of ``model_name`` built on ``dataset`` (RecBole's data pipeline)."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model
+
+    config = Config(model=model_name, dataset=dataset, config_file_list=files, config_dict=config_dict)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model(model_name)(config, train._dataset)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

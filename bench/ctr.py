@@ -4,6 +4,7 @@ RecBole's DCNV2, AutoInt, DeepFM, DIN and DIEN, ≥ 3 seeds, early stopping on v
     python bench/ctr.py                                      # both datasets, shared budget, 3 seeds
     python bench/ctr.py --datasets ml-100k --budgets defaults shared --resume
     python bench/ctr.py --summarise                          # table / PNG from the .partial.json only
+    python bench/ctr.py --variants "MDAF (gate)" --resume --piece-minutes 100   # long runs, piece by piece
 
 Datasets (converted into bench/out/ctr/, split by time 80/10/10, labelled evaluation):
 * ``taobao``: every user of ``../shared/data/taobao_userbehavior/UserBehavior_head_prefix.csv``
@@ -31,7 +32,8 @@ import statistics
 import sys
 import time
 
-from common import HERE, OUT, SHARED_DATA, bar_plot, machine_record, repo_relative
+from common import (HERE, OUT, SHARED_DATA, bar_plot, count_trainable, machine_record, newest_checkpoint,
+                    partial_path, repo_relative, slugify)
 
 TAOBAO_INPUT = os.path.join(SHARED_DATA, "taobao_userbehavior", "UserBehavior_head_prefix.csv")
 DATASETS = {"taobao": "taobao-ctr", "ml-100k": "ml-100k-ctr"}  # name in the table -> RecBole dataset
@@ -91,48 +93,57 @@ def run_config(model_name, dataset, data_path, history, budget, args):
     return files, config
 
 
-def count_parameters(model_name, dataset, files, config):
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model
-
-    recbole_config = Config(model=model_name, dataset=DATASETS[dataset], config_file_list=files, config_dict=config)
-    train, _, _ = data_preparation(recbole_config, create_dataset(recbole_config))
-    model = get_model(model_name)(recbole_config, train._dataset)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+class PieceEnds(Exception):
+    """Raised at the start of an epoch once this invocation's ``--piece-minutes`` are spent."""
 
 
-def slugify(name):
-    """'MDAF (gate, target attention)' -> 'mdaf-gate-target-attention'."""
-    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-
-
-def newest_checkpoint(folder):
-    paths = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth")]
-    return max(paths, key=os.path.getmtime)
-
-
-def partial_path(out):
-    return os.path.splitext(out)[0] + ".partial.json"
-
-
-def one_run(name, dataset, budget, seed, data_path, args):
-    """Train, early-stop and test one variant; returns its row (with the gate report for MDAF)."""
+def one_run(name, dataset, budget, seed, data_path, args, unfinished):
+    """Train, early-stop and test one variant; returns its row (with the gate report for MDAF),
+    or None when the piece's time ran out first.  ``unfinished`` (slug -> timings) holds the
+    runs an earlier piece cut: such a run resumes from its newest checkpoint (RecBole saves one
+    at every epoch whose valid AUC improved; the epochs after it are trained again, with the
+    same random streams, so the run ends as an uninterrupted one would)."""
     from recbole.quick_start import run_recbole
 
+    from recbole_mamba.checkpoints import read_checkpoint
     from recbole_mamba.gate_analysis import analyse_checkpoint
 
     model_name, extra, _ = VARIANTS[name]
     files, config = run_config(model_name, dataset, data_path, args.history, budget, args)
     slug = f"{dataset}-{budget}-{slugify(name)}-seed{seed}"
-    config.update({**extra, "seed": seed, "checkpoint_dir": os.path.join(OUT, "ctr_checkpoints", slug)})
+    checkpoint_dir = os.path.join(OUT, "ctr_checkpoints", slug)
+    config.update({**extra, "seed": seed, "checkpoint_dir": checkpoint_dir})
+    earlier = unfinished.pop(slug, None)
+    saved = [f for f in os.listdir(checkpoint_dir) if f.endswith(".pth")] if os.path.isdir(checkpoint_dir) else []
+    prior_epochs, prior_scores, prior_seconds = [], [], 0.0
+    if earlier and saved:
+        config["resume"] = newest_checkpoint(checkpoint_dir)
+        resumed_epoch = read_checkpoint(config["resume"])["epoch"]
+        prior_epochs = earlier["epoch_seconds"][: resumed_epoch + 1]  # later epochs are trained again
+        prior_scores = earlier["valid_scores"][: resumed_epoch + 1]  # (valid AUC, one per epoch)
+        prior_seconds = earlier["seconds"] * len(prior_epochs) / max(1, len(earlier["epoch_seconds"]))
+        print(f"{slug}: resuming after epoch {resumed_epoch} from {repo_relative(config['resume'])}", flush=True)
+    else:
+        for f in saved:  # a crashed earlier attempt: start afresh
+            os.remove(os.path.join(checkpoint_dir, f))
     start = time.time()
-    with timed_training_epochs() as epoch_seconds:
-        result = run_recbole(model=model_name, dataset=DATASETS[dataset], config_file_list=files, config_dict=config)
-    seconds = time.time() - start
+    try:
+        with timed_training_epochs(args.deadline) as (epoch_seconds, valid_scores):
+            result = run_recbole(model=model_name, dataset=DATASETS[dataset], config_file_list=files,
+                                 config_dict=config)
+    except PieceEnds:
+        unfinished[slug] = {"epoch_seconds": prior_epochs + epoch_seconds, "valid_scores": prior_scores + valid_scores,
+                            "seconds": prior_seconds + time.time() - start,
+                            "pieces": (earlier or {}).get("pieces", 0) + 1}
+        return None
+    epoch_seconds = prior_epochs + epoch_seconds
+    seconds = prior_seconds + time.time() - start
     row = {"dataset": dataset, "budget": budget, "variant": name, "model": model_name, "seed": seed,
            "seconds": seconds, "test_auc": result["test_result"]["auc"],
-           "test_logloss": result["test_result"]["logloss"], "best_valid_auc": result["best_valid_result"]["auc"]}
+           "test_logloss": result["test_result"]["logloss"],
+           # RecBole's best valid result is not in its checkpoint: after a resume without a new best it is None
+           "best_valid_auc": max(prior_scores + valid_scores)}
+    row["pieces"] = (earlier or {}).get("pieces", 0) + 1
     if epoch_seconds:
         row["epochs_run"] = len(epoch_seconds)
         row["seconds_per_epoch"] = statistics.mean(epoch_seconds)  # training only, evaluation not counted
@@ -143,25 +154,33 @@ def one_run(name, dataset, budget, seed, data_path, args):
 
 
 @contextlib.contextmanager
-def timed_training_epochs():
-    """Wall-clock seconds of every training epoch run inside the block (RecBole's
-    ``Trainer._train_epoch``, which every trainer here inherits), as a list."""
+def timed_training_epochs(deadline=float("inf")):
+    """(seconds of every training epoch, valid score of every validation) run inside the block
+    (RecBole's ``Trainer._train_epoch`` / ``_valid_epoch``, which every trainer here inherits),
+    as two lists; an epoch that would start after ``deadline`` (time.time()) raises PieceEnds."""
     from recbole.trainer import Trainer
 
-    durations, original = [], Trainer._train_epoch
+    durations, scores = [], []
+    original_train, original_valid = Trainer._train_epoch, Trainer._valid_epoch
 
     def timed(self, *args, **kwargs):
+        if time.time() > deadline:
+            raise PieceEnds
         start = time.time()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            durations.append(time.time() - start)
+        result = original_train(self, *args, **kwargs)
+        durations.append(time.time() - start)  # an epoch that raised is not counted
+        return result
 
-    Trainer._train_epoch = timed
+    def scored(self, *args, **kwargs):
+        score, result = original_valid(self, *args, **kwargs)
+        scores.append(float(score))
+        return score, result
+
+    Trainer._train_epoch, Trainer._valid_epoch = timed, scored
     try:
-        yield durations
+        yield durations, scores
     finally:
-        Trainer._train_epoch = original
+        Trainer._train_epoch, Trainer._valid_epoch = original_train, original_valid
 
 
 def summarise(runs, params):
@@ -214,7 +233,11 @@ def main():
     parser.add_argument("--mdaf", nargs="*", default=[], metavar="KEY=VALUE",
                         help="MDAF config overrides in every budget (e.g. hidden_size=64), recorded in the JSON")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--resume", action="store_true", help="skip runs already in the .partial.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip runs already in the .partial.json and continue the one a piece cut")
+    parser.add_argument("--piece-minutes", type=float, default=0,
+                        help="start no epoch after this many minutes; a run cut there continues with --resume "
+                             "from its newest checkpoint (bench/out/ctr_checkpoints/, kept on this machine)")
     parser.add_argument("--summarise", action="store_true", help="only write table and plot from the .partial.json")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ctr.json"))
     args = parser.parse_args()
@@ -233,6 +256,8 @@ def main():
     os.chdir(OUT)  # RecBole's log/ and saved/ land in the gitignored output folder
     state = json.load(open(partial_path(args.out))) if (args.resume or args.summarise) and os.path.isfile(
         partial_path(args.out)) else {"runs": [], "params": {}, "data": {}}
+    state.setdefault("unfinished", {})
+    args.deadline = time.time() + 60 * args.piece_minutes if args.piece_minutes else float("inf")
     done = {(r["dataset"], r["budget"], r["variant"], r["seed"]) for r in state["runs"]}
     for dataset in ([] if args.summarise else args.datasets):
         data_path, summary = prepare_data(dataset, args.history, args.max_users)
@@ -246,19 +271,27 @@ def main():
                         continue
                     if model_name == "MDAF":
                         VARIANTS[name] = (model_name, {**extra, **mdaf_overrides}, runs_on)
+                    if time.time() > args.deadline:
+                        continue
                     try:
-                        row = one_run(name, dataset, budget, seed, data_path, args)
+                        row = one_run(name, dataset, budget, seed, data_path, args, state["unfinished"])
                     except Exception as error:  # a baseline that does not run on this data is reported, not fatal
                         row = {"dataset": dataset, "budget": budget, "variant": name, "seed": seed,
                                "error": repo_relative(f"{type(error).__name__}: {error}")[:500]}
                     finally:
                         VARIANTS[name] = (model_name, extra, runs_on)
+                    if row is None:  # the piece's time ran out: the run resumes with the next --resume
+                        with open(partial_path(args.out), "w") as f:
+                            json.dump(state, f, indent=1)
+                        print(f"{dataset:8s} {budget:8s} {name:32s} seed {seed}: piece ended, "
+                              "run again with --resume to continue", flush=True)
+                        continue
                     if "error" not in row:
                         key = f"{dataset}/{budget}/{name}"
                         if key not in state["params"]:
                             files, config = run_config(model_name, dataset, data_path, args.history, budget, args)
-                            state["params"][key] = count_parameters(
-                                model_name, dataset, files,
+                            state["params"][key] = count_trainable(
+                                model_name, DATASETS[dataset], files,
                                 {**config, **extra, **(mdaf_overrides if model_name == "MDAF" else {})})
                     state["runs"].append(row)
                     with open(partial_path(args.out), "w") as f:
@@ -280,6 +313,7 @@ def main():
                     "mdaf_overrides": mdaf_overrides},
         "machine": machine_record(args.threads),
         "errors": [r for r in state["runs"] if "error" in r],
+        "unfinished": sorted(state["unfinished"]),  # cut by --piece-minutes, continued by the next --resume
         "table": table, "runs": finished,
     }
     with open(args.out, "w") as f:

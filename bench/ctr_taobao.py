@@ -19,7 +19,8 @@ import statistics
 import sys
 import time
 
-from common import HERE, SHARED_DATA, bar_plot, repo_relative
+from common import (HERE, SHARED_DATA, bar_plot, count_trainable, newest_checkpoint, partial_path, repo_relative,
+                    slugify)
 
 DEFAULT_INPUT = os.path.join(SHARED_DATA, "taobao_userbehavior", "UserBehavior_head_prefix.csv")
 
@@ -39,41 +40,20 @@ VARIANTS = {
 
 
 def count_parameters(model_name, config_dict):
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model
-
     from recbole_mamba.registry import PLUGIN_MODELS, props_file
 
     files = None if model_name in PLUGIN_MODELS else [props_file("dataset", "taobao-ctr")]
-    config = Config(model=model_name, dataset="taobao-ctr", config_file_list=files, config_dict=config_dict)
-    train, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train._dataset)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def slugify(name):
-    """'MDAF (gate) + target in sequence' -> 'mdaf-gate-target-in-sequence'."""
-    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-
-
-def newest_checkpoint(folder):
-    paths = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth")]
-    return max(paths, key=os.path.getmtime)
-
-
-def _partial_path(out):
-    return os.path.splitext(out)[0] + ".partial.json"
+    return count_trainable(model_name, "taobao-ctr", files, config_dict)
 
 
 def _load_partial(out):
-    path = _partial_path(out)
+    path = partial_path(out)
     return json.load(open(path)) if os.path.isfile(path) else []
 
 
 def _save_partial(out, runs):
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(_partial_path(out), "w") as f:
+    with open(partial_path(out), "w") as f:
         json.dump(runs, f, indent=2)
 
 

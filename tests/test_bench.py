@@ -230,3 +230,55 @@ def test_ctr_table_pools_seeds_per_dataset_budget_and_model():
     lines = ctr.markdown(table).splitlines()
     assert lines[2].startswith("| ml-100k | shared | MDAF (gate) | – | 0.7500 ± 0.0000")
     assert "| 1,234 | 0.7100 ± 0.0141 |" in lines[3]
+
+
+def test_ctr_run_cut_by_its_piece_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """bench/ctr.py --piece-minutes: a run cut at an epoch start continues, with the next
+    --resume, from its newest checkpoint and ends with the uninterrupted run's metrics (real
+    Taobao sample in dataset_atomic/, DCNv3, 3 epochs)."""
+    import argparse
+    import time
+
+    import torch
+
+    import ctr
+    import recbole_mamba  # noqa: F401  (registers DCNv3)
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)  # RecBole's log/ lands here
+    data_path = os.path.join(REPO, "dataset_atomic")
+    args = argparse.Namespace(history=20, stopping_step=10, epochs=3, batch=512, learning_rate=1e-3,
+                              gate_reports=str(tmp_path / "gates"), deadline=float("inf"))
+
+    def run(out, unfinished, deadline=float("inf")):
+        monkeypatch.setattr(ctr, "OUT", str(tmp_path / out))
+        args.deadline = deadline
+        return ctr.one_run("DCNv3", "taobao", "shared", 2020, data_path, args, unfinished)
+
+    straight = run("straight", {})
+    assert straight["epochs_run"] == 3 and straight["pieces"] == 1
+    # cut: the piece ends when the second epoch would start (as a spent --piece-minutes does)
+    unfinished = {}
+    calls = {"n": 0}
+    from recbole.trainer import Trainer
+
+    original = Trainer._train_epoch
+
+    def one_epoch_then_stop(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise ctr.PieceEnds
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", one_epoch_then_stop)
+    assert run("cut", unfinished) is None
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    slug = "taobao-shared-dcnv3-seed2020"
+    assert list(unfinished) == [slug] and len(unfinished[slug]["epoch_seconds"]) == 1
+    assert any(f.endswith(".pth") for f in os.listdir(tmp_path / "cut" / "ctr_checkpoints" / slug))
+    resumed = run("cut", unfinished)
+    assert unfinished == {} and resumed["pieces"] == 2 and resumed["epochs_run"] == 3
+    for key in ("test_auc", "test_logloss", "best_valid_auc"):
+        assert abs(resumed[key] - straight[key]) < 1e-9, key
+    # a piece whose time is already spent starts no epoch at all
+    assert run("late", {}, deadline=time.time() - 1) is None

@@ -68,10 +68,47 @@ def test_sparse_rows_equal_dense(momentum):
     assert torch.equal(opt_dense.state[dense.weight]["acc"][untouched], opt_sparse.state[sparse.weight]["acc"][untouched])
 
 
+def test_touched_rows_momentum_is_the_official_sparse_step():
+    """sparse_momentum=touched_rows: a row moves only on the steps whose gradient reaches it,
+    with its own momentum decayed once per such step (checked against a per-row loop)."""
+    torch.manual_seed(1)
+    table = torch.nn.Embedding(20, 4, sparse=True).double()
+    start = table.weight.detach().clone()
+    opt = AdagradMomentum(table.parameters(), lr=0.1, momentum=0.5, sparse_momentum="touched_rows")
+    acc, mom, expected = torch.zeros(20, 4, dtype=torch.float64), torch.zeros(20, 4, dtype=torch.float64), start.clone()
+    seen = set()
+    for _ in range(5):
+        rows = torch.randint(0, 10, (6,))  # rows 10..19 are never sampled
+        target = torch.randn(6, 4, dtype=torch.float64)
+        opt.zero_grad()
+        ((table(rows) - target) ** 2).sum().backward()
+        grad = table.weight.grad.to_dense()
+        opt.step()
+        for r in sorted(set(rows.tolist())):
+            acc[r] += grad[r] ** 2
+            mom[r] = 0.5 * mom[r] - 0.1 * grad[r] / torch.sqrt(acc[r] + 1e-6)
+            expected[r] += mom[r]
+        seen |= set(rows.tolist())
+    torch.testing.assert_close(table.weight.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(table.weight[10:], start[10:]) and len(seen) > 1
+    # the exact step moves rows by their momentum even when not sampled: the two differ
+    dense = torch.nn.Embedding(20, 4, sparse=True).double()
+    dense.weight.data.copy_(start)
+    exact = AdagradMomentum(dense.parameters(), lr=0.1, momentum=0.5)
+    torch.manual_seed(1)
+    for _ in range(5):
+        rows = torch.randint(0, 10, (6,))
+        exact.zero_grad()
+        ((dense(rows) - torch.randn(6, 4, dtype=torch.float64)) ** 2).sum().backward()
+        exact.step()
+    assert not torch.allclose(dense.weight, table.weight)
+
+
 def test_bad_values_are_one_line_errors():
     p = [torch.nn.Parameter(torch.zeros(2))]
     for kwargs, message in (({"lr": 0}, "learning_rate=0 must be > 0"), ({"lr": 0.1, "momentum": 1.0}, "momentum=1.0"),
-                            ({"lr": 0.1, "eps": 0}, "adagrad_eps=0")):
+                            ({"lr": 0.1, "eps": 0}, "adagrad_eps=0"),
+                            ({"lr": 0.1, "sparse_momentum": "lazy"}, "sparse_momentum='lazy' must be one of")):
         with pytest.raises(ConfigError, match=message):
             AdagradMomentum(p, **kwargs)
 

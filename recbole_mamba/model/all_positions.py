@@ -242,8 +242,9 @@ class SequentialTrainer(Trainer):
             raise ConfigError("learner=adagrad_momentum has no weight decay; set weight_decay=0")
         momentum = self.config["momentum"] if self.config["momentum"] is not None else 0.0
         eps = self.config["adagrad_eps"] if self.config["adagrad_eps"] is not None else 1e-6
+        sparse_momentum = self.config["sparse_momentum"] or "exact"
         return AdagradMomentum(kwargs.get("params", self.model.parameters()),
-                               kwargs.get("learning_rate", self.learning_rate), momentum, eps)
+                               kwargs.get("learning_rate", self.learning_rate), momentum, eps, sparse_momentum)
 
     def fit(self, train_data, *args, **kwargs):
         mode = getattr(self.model, "train_mode", "prefix")
