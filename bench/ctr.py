@@ -5,6 +5,8 @@ RecBole's DCNV2, AutoInt, DeepFM, DIN and DIEN, ≥ 3 seeds, early stopping on v
     python bench/ctr.py --datasets ml-100k --budgets defaults shared --resume
     python bench/ctr.py --summarise                          # table / PNG from the .partial.json only
     python bench/ctr.py --variants "MDAF (gate)" --resume --piece-minutes 100   # long runs, piece by piece
+    python bench/ctr.py --variants "DIN (RecBole)" --out bench/results/ctr_din.json   # side by side, then:
+    python bench/ctr.py --merge bench/results/ctr_din.partial.json
 
 Datasets (converted into bench/out/ctr/, split by time 80/10/10, labelled evaluation):
 * ``taobao``: every user of ``../shared/data/taobao_userbehavior/UserBehavior_head_prefix.csv``
@@ -183,6 +185,26 @@ def timed_training_epochs(deadline=float("inf")):
         Trainer._train_epoch, Trainer._valid_epoch = original_train, original_valid
 
 
+def merge_states(states):
+    """One .partial.json state from several: every finished run once (the first file that has
+    it wins), the union of parameter counts and data summaries; a run still unfinished in one
+    file and finished in another counts as finished."""
+    merged = {"runs": [], "params": {}, "data": {}, "unfinished": {}}
+    seen = set()
+    for state in states:
+        for row in state.get("runs", []):
+            key = (row["dataset"], row["budget"], row["variant"], row["seed"])
+            if key not in seen:
+                seen.add(key)
+                merged["runs"].append(row)
+        for field in ("params", "data", "unfinished"):
+            for key, value in state.get(field, {}).items():
+                merged[field].setdefault(key, value)
+    finished = {f"{d}-{b}-{slugify(v)}-seed{s}" for d, b, v, s in seen}
+    merged["unfinished"] = {k: v for k, v in merged["unfinished"].items() if k not in finished}
+    return merged
+
+
 def summarise(runs, params):
     """One table row per (dataset, budget, variant): mean ± std over seeds."""
     table = []
@@ -239,6 +261,9 @@ def main():
                         help="start no epoch after this many minutes; a run cut there continues with --resume "
                              "from its newest checkpoint (bench/out/ctr_checkpoints/, kept on this machine)")
     parser.add_argument("--summarise", action="store_true", help="only write table and plot from the .partial.json")
+    parser.add_argument("--merge", nargs="+", metavar="PARTIAL_JSON",
+                        help="add the runs of other .partial.json files (pieces run side by side with their own "
+                             "--out) to --out's, then write table and plot")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ctr.json"))
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
@@ -257,6 +282,9 @@ def main():
     state = json.load(open(partial_path(args.out))) if (args.resume or args.summarise) and os.path.isfile(
         partial_path(args.out)) else {"runs": [], "params": {}, "data": {}}
     state.setdefault("unfinished", {})
+    if args.merge:
+        state = merge_states([state] + [json.load(open(path)) for path in args.merge])
+        args.summarise = True
     args.deadline = time.time() + 60 * args.piece_minutes if args.piece_minutes else float("inf")
     done = {(r["dataset"], r["budget"], r["variant"], r["seed"]) for r in state["runs"]}
     for dataset in ([] if args.summarise else args.datasets):

@@ -282,3 +282,19 @@ def test_ctr_run_cut_by_its_piece_resumes_to_the_uninterrupted_result(tmp_path, 
         assert abs(resumed[key] - straight[key]) < 1e-9, key
     # a piece whose time is already spent starts no epoch at all
     assert run("late", {}, deadline=time.time() - 1) is None
+
+
+def test_ctr_merge_keeps_every_run_once_and_drops_finished_from_unfinished():
+    import ctr
+
+    def row(variant, seed, auc):
+        return {"dataset": "taobao", "budget": "shared", "variant": variant, "seed": seed, "test_auc": auc}
+
+    a = {"runs": [row("DCNv3", 1, 0.6)], "params": {"taobao/shared/DCNv3": 10}, "data": {"taobao": "a"},
+         "unfinished": {"taobao-shared-mdaf-gate-seed1": {"epoch_seconds": [1.0]}}}
+    b = {"runs": [row("DCNv3", 1, 0.9), row("MDAF (gate)", 1, 0.7)], "params": {"taobao/shared/MDAF (gate)": 20},
+         "data": {}, "unfinished": {"taobao-shared-mdaf-gate-seed2": {"epoch_seconds": [2.0]}}}
+    merged = ctr.merge_states([a, b])
+    assert [(r["variant"], r["test_auc"]) for r in merged["runs"]] == [("DCNv3", 0.6), ("MDAF (gate)", 0.7)]
+    assert merged["params"] == {"taobao/shared/DCNv3": 10, "taobao/shared/MDAF (gate)": 20}
+    assert list(merged["unfinished"]) == ["taobao-shared-mdaf-gate-seed2"]  # seed 1 finished in b
