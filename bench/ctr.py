@@ -263,7 +263,7 @@ def main():
     parser.add_argument("--summarise", action="store_true", help="only write table and plot from the .partial.json")
     parser.add_argument("--merge", nargs="+", metavar="PARTIAL_JSON",
                         help="add the runs of other .partial.json files (pieces run side by side with their own "
-                             "--out) to --out's, then write table and plot")
+                             "--out) to --out's .partial.json, then write table and plot")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ctr.json"))
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
@@ -282,8 +282,10 @@ def main():
     state = json.load(open(partial_path(args.out))) if (args.resume or args.summarise) and os.path.isfile(
         partial_path(args.out)) else {"runs": [], "params": {}, "data": {}}
     state.setdefault("unfinished", {})
-    if args.merge:
+    if args.merge:  # kept in --out's .partial.json, so later pieces and merges build on it
         state = merge_states([state] + [json.load(open(path)) for path in args.merge])
+        with open(partial_path(args.out), "w") as f:
+            json.dump(state, f, indent=1)
         args.summarise = True
     args.deadline = time.time() + 60 * args.piece_minutes if args.piece_minutes else float("inf")
     done = {(r["dataset"], r["budget"], r["variant"], r["seed"]) for r in state["runs"]}
