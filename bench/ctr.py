@@ -266,7 +266,8 @@ def main():
                              "--out) to --out's .partial.json, then write table and plot")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ctr.json"))
     args = parser.parse_args()
-    args.out = os.path.abspath(args.out)
+    args.out = os.path.abspath(args.out)  # paths are resolved before the chdir into bench/out below
+    args.merge = [os.path.abspath(path) for path in args.merge or []]
     args.gate_reports = os.path.join(os.path.dirname(args.out), "ctr_gates")
     mdaf_overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tf" else v
                       for k, v in (item.split("=", 1) for item in args.mdaf)}
@@ -279,8 +280,9 @@ def main():
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
     os.chdir(OUT)  # RecBole's log/ and saved/ land in the gitignored output folder
-    state = json.load(open(partial_path(args.out))) if (args.resume or args.summarise) and os.path.isfile(
-        partial_path(args.out)) else {"runs": [], "params": {}, "data": {}}
+    keep = args.resume or args.summarise or args.merge  # a merge adds to --out's runs, never replaces them
+    state = json.load(open(partial_path(args.out))) if keep and os.path.isfile(partial_path(args.out)) else {
+        "runs": [], "params": {}, "data": {}}
     state.setdefault("unfinished", {})
     if args.merge:  # kept in --out's .partial.json, so later pieces and merges build on it
         state = merge_states([state] + [json.load(open(path)) for path in args.merge])

@@ -298,3 +298,25 @@ def test_ctr_merge_keeps_every_run_once_and_drops_finished_from_unfinished():
     assert [(r["variant"], r["test_auc"]) for r in merged["runs"]] == [("DCNv3", 0.6), ("MDAF (gate)", 0.7)]
     assert merged["params"] == {"taobao/shared/DCNv3": 10, "taobao/shared/MDAF (gate)": 20}
     assert list(merged["unfinished"]) == ["taobao-shared-mdaf-gate-seed2"]  # seed 1 finished in b
+
+
+def test_ctr_merge_command_adds_to_the_out_files_runs(tmp_path):
+    """python bench/ctr.py --out X --merge Y (relative paths, as a user types them): X's
+    .partial.json keeps its own runs and gains Y's, and the table shows both."""
+    import subprocess
+
+    def row(dataset, variant, auc):
+        return {"dataset": dataset, "budget": "shared", "variant": variant, "seed": 1, "test_auc": auc,
+                "test_logloss": 0.6, "seconds_per_epoch": 1.0}
+
+    (tmp_path / "ctr.partial.json").write_text(json.dumps(
+        {"runs": [row("taobao", "DCNv3", 0.61)], "params": {}, "data": {}, "unfinished": {"x": {}}}))
+    (tmp_path / "din.partial.json").write_text(json.dumps(
+        {"runs": [row("ml-100k", "DIN (RecBole)", 0.68)], "params": {}, "data": {}}))
+    done = subprocess.run([sys.executable, os.path.join(REPO, "bench", "ctr.py"), "--out", "ctr.json",
+                           "--merge", "din.partial.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = json.loads((tmp_path / "ctr.partial.json").read_text())
+    assert sorted(r["variant"] for r in merged["runs"]) == ["DCNv3", "DIN (RecBole)"] and "x" in merged["unfinished"]
+    table = (tmp_path / "ctr.md").read_text()
+    assert "| taobao | shared | DCNv3 |" in table and "| ml-100k | shared | DIN (RecBole) |" in table
