@@ -20,15 +20,15 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import sys
 import time
+
+from common import RESULTS, bar_plot, mean_std, save_json
 
 LOSSES = ("CE", "BPR", "TOP1", "BPR-max", "TOP1-max")
 METRICS = ("recall@20", "mrr@20", "hit@10", "ndcg@10", "mrr@10")
 SELECT_BY = "mrr@20"
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "results", "gru4rec_losses.json")
+OUT = os.path.join(RESULTS, "gru4rec_losses.json")
 
 COMMON = {
     "MAX_ITEM_LIST_LENGTH": 50,
@@ -102,10 +102,9 @@ def chosen_setting(runs, loss_type, first_seed):
     return max(scored, key=lambda pair: pair[0])[1]
 
 
-def mean_std(values):
-    values = list(values)
-    return {"mean": round(statistics.mean(values), 4),
-            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+def rounded_mean_std(values):
+    mean, std = mean_std(list(values))
+    return {"mean": round(mean, 4), "std": round(std, 4)}
 
 
 def summarise(runs, seeds):
@@ -119,9 +118,9 @@ def summarise(runs, seeds):
         if not done:
             continue
         rows.append({"recipe": recipe, "loss_type": loss_type, "setting": setting, "seeds": len(done),
-                     "epoch_time_s": mean_std(r["epoch_time_s"] for r in done),
-                     "valid_" + SELECT_BY: mean_std(r["valid"][SELECT_BY] for r in done),
-                     "test": {m: mean_std(r["test"][m] for r in done) for m in METRICS}})
+                     "epoch_time_s": rounded_mean_std(r["epoch_time_s"] for r in done),
+                     "valid_" + SELECT_BY: rounded_mean_std(r["valid"][SELECT_BY] for r in done),
+                     "test": {m: rounded_mean_std(r["test"][m] for r in done) for m in METRICS}})
     return rows
 
 
@@ -140,19 +139,10 @@ def markdown(rows):
 
 
 def plot(rows, epochs, path):
-    sys.path.insert(0, HERE)
-    from common import bar_plot
-
     bar_plot(path, [f"{r['loss_type']} ({'RecBole recipe' if r['recipe'] == 'recbole' else 'official recipe'})"
                     for r in rows],
              [r["test"]["mrr@20"]["mean"] for r in rows], [r["test"]["mrr@20"]["std"] for r in rows],
              "test MRR@20 (mean ± std over seeds)", f"GRU4Rec losses on ml-100k, {epochs} epochs, setting chosen on valid")
-
-
-def save(report, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
 
 
 def main():
@@ -165,6 +155,7 @@ def main():
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out, run the rest")
     args = parser.parse_args()
+    args.out = os.path.abspath(args.out)
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as its own
 
     import torch
@@ -197,7 +188,7 @@ def main():
         print(f"{recipe:8s} {loss_type:8s} {setting} seed {seed}: valid {SELECT_BY} "
               f"{runs[key]['valid'][SELECT_BY]:.4f}  ({runs[key]['epoch_time_s']:.1f} s/epoch)", flush=True)
         report["runs"] = runs
-        save(report, args.out)  # after every run, so an interrupted run can --resume
+        save_json(report, args.out)  # after every run, so an interrupted run can --resume
 
     first = args.seeds[0]
     for loss_type in args.losses:  # the grid, first seed, chosen on valid
@@ -211,7 +202,7 @@ def main():
             run("recbole", "CE", {}, seed)
     report["runs"] = runs
     report["summary"] = summarise(runs, args.seeds)
-    save(report, args.out)
+    save_json(report, args.out)
     print(markdown(report["summary"]))
     plot(report["summary"], args.epochs, os.path.splitext(args.out)[0] + ".png")
 
