@@ -228,6 +228,33 @@ def test_mdaf_sequence_pooling_ignores_padding(ctr_dataset):
         torch.testing.assert_close(model.sequence_vector(longer), base)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "target_attention"])
+def test_mdaf_scan_skips_the_padding_without_changing_the_vector(ctr_dataset, monkeypatch, pooling):
+    # MDAF hands the history lengths to its Mamba layers so the torch scan skips the padding;
+    # the sequence vector and every gradient equal those of the scan over all L steps
+    from recbole_mamba.model.layers import MambaLayer
+
+    config, dataset, batch = ctr_dataset
+    config = Config(model="MDAF", dataset="taobao-ctr", config_dict={**TINY_CTR, "sequence_pooling": pooling})
+    model = recbole_mamba.get_model("MDAF")(config, dataset).double().eval()
+    lengths = (batch[model.ITEM_SEQ] > 0).sum(1)
+    assert lengths.min() < batch[model.ITEM_SEQ].shape[1]  # some padding to skip
+
+    def vector_and_grads():
+        model.zero_grad()
+        q = model.sequence_vector(batch)
+        q.pow(2).sum().backward()
+        return [q.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    skipped = vector_and_grads()
+    full_forward = MambaLayer.forward
+    monkeypatch.setattr(MambaLayer, "forward", lambda self, x, lengths=None: full_forward(self, x))
+    full = vector_and_grads()
+    assert len(skipped) == len(full) > 10
+    for a, b in zip(skipped, full):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_mdaf_needs_categories(ctr_dataset):
     config = Config(model="MDAF", dataset="taobao-ctr",
                     config_dict={**TINY_CTR, "load_col": {"inter": ["user_id", "item_id", "label", "timestamp", "item_id_list"]}})

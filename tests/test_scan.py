@@ -184,3 +184,52 @@ def test_chunk_length_bounds_memory():
     assert scan_torch.chunk_length(5, 1, 1, 1) == 5
     assert scan_torch.chunk_length(200, 4096, 512, 64) == 1
     assert math.isfinite(scan_torch.chunk_length(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("slice_elements,chunk_elements", [(1 << 20, 1 << 21), (40, 1), (40, 64)])
+def test_scan_with_lengths_skips_only_the_padding(monkeypatch, slice_elements, chunk_elements):
+    # several slices of length-sorted rows, ragged chunks, empty and full rows
+    monkeypatch.setattr(scan_torch, "_SLICE_ELEMENTS", slice_elements)
+    monkeypatch.setattr(scan_torch, "_CHUNK_ELEMENTS", chunk_elements)
+    length, batch = 11, 9
+    inputs = random_scan_inputs(length, batch, 5, 4, seed=3)
+    lengths = torch.tensor([11, 0, 3, 11, 1, 7, 4, 10, 2])
+    valid = (torch.arange(length)[:, None] < lengths[None, :]).unsqueeze(-1)  # [L, B, 1]
+    grad_out = torch.randn(length, batch, 5, dtype=torch.float64)
+    y = scan_time_major(*inputs, lengths=lengths)
+    assert torch.all(y[~valid.expand_as(y)] == 0)
+    grads = torch.autograd.grad(y, inputs, grad_out)
+    # the reference: each row scanned on its valid prefix only, by the sequential recurrence
+    u, delta, A, B, C = inputs
+    y_ref = torch.zeros_like(y)
+    for b, n in enumerate(lengths.tolist()):
+        if n:
+            y_ref[:n, b : b + 1] = sequential_scan(u[:n, b : b + 1], delta[:n, b : b + 1], A, B[:n, b : b + 1],
+                                                   C[:n, b : b + 1])
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    grads_ref = torch.autograd.grad(y_ref, inputs, grad_out)
+    for name, g, g_ref in zip("u delta A B C".split(), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+    # and without lengths, the valid positions are the same numbers
+    torch.testing.assert_close(scan_time_major(*inputs) * valid, y, rtol=1e-12, atol=1e-12)
+
+
+def test_scan_lengths_need_one_per_row():
+    inputs = random_scan_inputs(4, 3, 2, 2)
+    with pytest.raises(ValueError, match=r"lengths must be \[3\]"):
+        scan_time_major(*inputs, lengths=torch.tensor([4, 4]))
+
+
+def test_mamba_block_with_lengths_keeps_the_valid_positions():
+    torch.manual_seed(0)
+    block = Mamba(d_model=8, d_state=4, backend="torch").double()
+    x = torch.randn(4, 9, 8, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([9, 2, 5, 1])
+    valid = (torch.arange(9)[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, L, 1]
+    grad_out = torch.randn(4, 9, 8, dtype=torch.float64) * valid
+    y_full, y_skip = block(x), block(x, lengths)
+    torch.testing.assert_close(y_skip * valid, y_full * valid, rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(y_skip).all()
+    for g_full, g_skip in zip(torch.autograd.grad(y_full, [x, *block.parameters()], grad_out),
+                              torch.autograd.grad(y_skip, [x, *block.parameters()], grad_out)):
+        torch.testing.assert_close(g_skip, g_full, rtol=1e-10, atol=1e-10)

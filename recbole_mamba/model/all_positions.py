@@ -158,11 +158,12 @@ def item_cross_entropy(vectors, weight, targets, max_elements=None):
 def all_positions_ce(model, interaction):
     """A causal model's CE at every valid position of a batch of windows.
 
-    ``model`` provides ``every_position(item_seq) -> [B, L, d]`` and ``item_embedding``.
+    ``model`` provides ``every_position(item_seq, item_seq_len) -> [B, L, d]`` and
+    ``item_embedding``.
     """
     item_seq, item_seq_len = checked_history(model, interaction)
     targets, valid = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])
-    vectors = model.every_position(item_seq)[valid]  # [P, d]
+    vectors = model.every_position(item_seq, item_seq_len)[valid]  # [P, d]
     return item_cross_entropy(vectors, model.item_embedding.weight, targets[valid])
 
 

@@ -38,8 +38,9 @@ class ItemScoringRecommender(SequentialRecommender):
     """Score = <user vector from ``forward``, item embedding>, trained with CE or BPR.
 
     Subclasses build ``self.item_embedding`` and implement ``forward(item_seq, item_seq_len)``.
-    A causal subclass sets ``causal = True`` and implements ``every_position(item_seq)``
-    ([B, L, d], position t reading items 0..t only); it can then train with
+    A causal subclass sets ``causal = True`` and implements ``every_position(item_seq,
+    item_seq_len=None)`` ([B, L, d], position t reading items 0..t only; with the lengths
+    it may leave the padding uncomputed, unspecified there); it can then train with
     ``train_mode: all_positions`` (:mod:`recbole_mamba.model.all_positions`).
     """
 

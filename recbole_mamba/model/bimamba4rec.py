@@ -45,8 +45,8 @@ class BiMambaLayer(nn.Module):
     def forward(self, x, item_seq_len):
         # both directions together: one scan loop over time where that pays (mamba_pair)
         fwd, bwd_reversed = mamba_pair(
-            self.forward_mamba, self.backward_mamba, x, reverse_valid_prefix(x, item_seq_len)
-        )  # [B, L, d] each
+            self.forward_mamba, self.backward_mamba, x, reverse_valid_prefix(x, item_seq_len), lengths=item_seq_len
+        )  # [B, L, d] each; the padding is unspecified where the scan skipped it
         bwd = reverse_valid_prefix(bwd_reversed, item_seq_len)  # position t aligned with item t
         if self.fusion == "concat":
             fused = self.fuse(torch.cat([fwd, bwd], dim=-1))  # [B, L, d]

@@ -283,8 +283,9 @@ class GRU4Rec(SequentialRecommender):
             gru_output = self.hidden_dropout(gru_output)
         return gru_output if self.dense is None else self.dense(gru_output)
 
-    def every_position(self, item_seq):
-        """User vector after each position [B, L, d]; position t reads items 0..t only."""
+    def every_position(self, item_seq, item_seq_len=None):
+        """User vector after each position [B, L, d]; position t reads items 0..t only (the
+        GRU computes the padding too, so ``item_seq_len`` is not needed)."""
         item_seq_emb = self.emb_dropout(self.item_embedding(item_seq))  # [B, L, d]
         gru_output, _ = self.gru_layers(item_seq_emb)  # [B, L, h]
         return self._output(gru_output)  # [B, L, d]

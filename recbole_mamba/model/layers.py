@@ -108,8 +108,10 @@ class MambaLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, d_model * 4, dropout)
 
-    def forward(self, input_tensor):
-        return self._after_mixer(self.mamba(input_tensor), input_tensor)  # [B, L, d]
+    def forward(self, input_tensor, lengths=None):
+        """[B, L, d] -> [B, L, d]; ``lengths`` ([B], right padding) lets the scan skip the
+        padding, whose outputs are then unspecified (see :meth:`Mamba.forward`)."""
+        return self._after_mixer(self.mamba(input_tensor, lengths), input_tensor)  # [B, L, d]
 
     def step(self, input_tensor, conv_state, ssm_state):
         """One position: input_tensor [B, d] -> (output [B, d], conv_state, ssm_state).

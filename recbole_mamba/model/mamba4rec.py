@@ -48,15 +48,16 @@ class Mamba4Rec(ItemScoringRecommender):
         )
         self.apply(self._init_weights)
 
-    def every_position(self, item_seq):
-        """User vector after each position [B, L, d]; position t reads items 0..t only."""
+    def every_position(self, item_seq, item_seq_len=None):
+        """User vector after each position [B, L, d]; position t reads items 0..t only.
+        With ``item_seq_len`` the torch scan skips the right padding (unspecified there)."""
         hidden = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
         for layer in self.mamba_layers:
-            hidden = layer(hidden)  # [B, L, d]
+            hidden = layer(hidden, item_seq_len)  # [B, L, d]
         return hidden
 
     def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self.every_position(item_seq), item_seq_len - 1)  # [B, d]
+        return self.gather_indexes(self.every_position(item_seq, item_seq_len), item_seq_len - 1)  # [B, d]
 
     def init_state(self, batch_size, device=None):
         """Empty-history state for :meth:`step`: one (conv_state, ssm_state) per layer."""

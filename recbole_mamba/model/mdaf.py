@@ -175,8 +175,9 @@ class MDAF(CTRRecommender):
         if self.sequence_target:
             item_seq, mask = with_target_appended(item_seq, mask, interaction[self.ITEM_ID])  # [B, L + 1]
         hidden = self.sequence_dropout(self.sequence_proj(self.step_embedding(item_seq)))  # [B, L, d]
+        lengths = mask.sum(dim=1)  # [B]; the history is right-padded, so the scan skips the padding
         for layer in self.mamba_layers:
-            hidden = layer(hidden)  # [B, L, d]
+            hidden = layer(hidden, lengths)  # [B, L, d]
         if self.sequence_pooling == "target_attention":
             query = self.sequence_proj(self.step_embedding(interaction[self.ITEM_ID]))  # [B, d]
             return target_attention_pool(hidden, query, mask, self.attention_scorer)  # [B, d]

@@ -102,12 +102,16 @@ class Mamba(nn.Module):
         check_backend_name(backend)
         self.backend = backend
 
-    def forward(self, hidden_states):
+    def forward(self, hidden_states, lengths=None):
+        """[B, L, d_model] -> [B, L, d_model].  ``lengths`` ([B], optional) marks each row's
+        valid prefix (RecBole's right padding): the torch scan then skips the padding, and
+        the outputs on padding are unspecified; the valid positions are the same either way
+        (the block is causal).  The kernels compute every position."""
         if self.runs_on_cuda_kernels(hidden_states):
             return self._forward_cuda(hidden_states)
         if self.runs_on_triton(hidden_states):
             return self._forward_triton(hidden_states)
-        return self._forward_torch(hidden_states)
+        return self._forward_torch(hidden_states, lengths)
 
     def runs_on_cuda_kernels(self, hidden_states):
         """True when ``forward`` on these inputs takes the mamba-ssm kernels."""
@@ -143,8 +147,8 @@ class Mamba(nn.Module):
         x_dbl = self.x_proj(x)  # [..., dt_rank + 2N]
         return torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
 
-    def _forward_torch(self, hidden_states):
-        return grouped_torch_forward([self], [hidden_states])[0]  # [B, L, d_model]
+    def _forward_torch(self, hidden_states, lengths=None):
+        return grouped_torch_forward([self], [hidden_states], lengths)[0]  # [B, L, d_model]
 
     def _before_scan(self, hidden_states):
         """in_proj, causal conv, SiLU, x_proj, dt_proj: (x, z, delta, B, C), [B, L, *] each."""
@@ -247,11 +251,12 @@ class Mamba(nn.Module):
         return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
 
 
-def grouped_torch_forward(blocks, inputs):
+def grouped_torch_forward(blocks, inputs, lengths=None):
     """The torch-backend forward of G Mamba blocks of one shape, block g on inputs[g]
     ([B, L, d_model] each, one shape), with one selective scan for all of them: their
     G x B rows go through one loop over time, A chosen per group.  Returns the G
-    outputs.  One block is exactly that block's forward."""
+    outputs.  One block is exactly that block's forward; ``lengths`` ([B], one block
+    only) lets its scan skip the padding (see :meth:`Mamba.forward`)."""
     first = blocks[0]
     shapes = {(b.d_model, b.d_state, b.d_inner) for b in blocks}
     if len(shapes) > 1 or len({x.shape for x in inputs}) > 1:
@@ -268,12 +273,14 @@ def grouped_torch_forward(blocks, inputs):
         A = -torch.exp(first.A_log.float())  # [d_inner, N]
     else:
         A = -torch.exp(torch.stack([b.A_log.float() for b in blocks]))  # [G, d_inner, N]
-    y = scan_time_major(time_major(0), time_major(2), A, time_major(3), time_major(4))  # [L, G*B, d_inner]
+    if len(blocks) > 1:
+        lengths = None  # the grouped scan computes every position
+    y = scan_time_major(time_major(0), time_major(2), A, time_major(3), time_major(4), lengths)  # [L, G*B, d_inner]
     y = y.transpose(0, 1).chunk(len(blocks), dim=0)  # G x [B, L, d_inner]
     return [block._after_scan(y_g, p[0], p[1]) for block, y_g, p in zip(blocks, y, pre)]
 
 
-def mamba_pair(first, second, x_first, x_second, grouped=None):
+def mamba_pair(first, second, x_first, x_second, grouped=None, lengths=None):
     """``(first(x_first), second(x_second))`` for two Mamba blocks of one shape.
 
     One block used twice runs once on both inputs.  Two blocks on the torch backend
@@ -283,15 +290,17 @@ def mamba_pair(first, second, x_first, x_second, grouped=None):
     work dominates and the grouped scan's extra copies made it no faster
     (``bench/results/padding.json``), so the blocks run one after the other.  Same
     numbers either way.  On the CUDA or Triton kernels, which loop over time inside one
-    launch, each block runs on its own.
+    launch, each block runs on its own.  ``lengths`` ([B], both inputs right-padded to the
+    same valid prefix) lets the blocks that run on their own skip the padding.
     """
     if first is second:
-        y = first(torch.cat([x_first, x_second]))  # [2B, L, d]
+        both = None if lengths is None else torch.cat([lengths, lengths])
+        y = first(torch.cat([x_first, x_second]), both)  # [2B, L, d]
         return y[: x_first.shape[0]], y[x_first.shape[0] :]
     if first.runs_own_kernel(x_first) or second.runs_own_kernel(x_second):
         return first(x_first), second(x_second)
     if grouped is None:
         grouped = x_first.is_cuda
     if not grouped:
-        return first(x_first), second(x_second)
+        return first(x_first, lengths), second(x_second, lengths)
     return tuple(grouped_torch_forward([first, second], [x_first, x_second]))

@@ -35,85 +35,186 @@ def _by_group(t, groups):
     return t if groups == 1 else t.view(groups, -1, *t.shape[1:])
 
 
+def _scan_forward(u, delta, A_t, B, C, groups, active):
+    """Forward of one slice of rows: u, delta [L, Bt, D]; A_t [N, D] or [G, N, D]; B, C
+    [L, Bt, N] (contiguous) -> (y [L, Bt, D], states at the chunk boundaries, chunk length).
+
+    ``active[t]`` is how many leading rows step t computes (rows sorted by length, longest
+    first; one group only), or None for every row at every step; steps after
+    ``len(active)`` and rows past ``active[t]`` are skipped and give y = 0.
+
+    The state is kept as [Bt, N, D] (D contiguous) so that every per-step op is a
+    contiguous elementwise op or a batched vector-matrix product."""
+    length, batch, d_inner = u.shape
+    active = [batch] * length if active is None else active
+    A_b = A_t if groups == 1 else A_t[:, None]  # broadcasts against [G, r, N, D]
+    d_state = A_t.shape[-2]
+    T = chunk_length(len(active), batch, d_inner, d_state)
+    du = delta * u  # [L, Bt, D]
+    y = u.new_zeros(length, batch, 1, d_inner)
+    boundaries = []
+    h = u.new_zeros(batch, d_state, d_inner)  # [Bt, N, D]
+    dA = torch.empty_like(h)
+    for t, n in enumerate(active):
+        if t % T == 0:
+            boundaries.append(h.clone())
+        torch.mul(_by_group(delta[t, :n, None, :], groups), A_b, out=_by_group(dA[:n], groups)).exp_()  # [n, N, D]
+        h[:n].mul_(dA[:n]).addcmul_(B[t, :n, :, None], du[t, :n, None, :])
+        torch.bmm(C[t, :n, None, :], h[:n], out=y[t, :n])  # [n, 1, D]
+    return y.squeeze(2), torch.stack(boundaries), T
+
+
+def _scan_backward(u, delta, A_t, B, C, boundaries, T, groups, dy, active):
+    """Gradients of one slice (see :func:`_scan_forward`) from dy [L, Bt, D]: (du, ddelta,
+    dA_t summed over the slice's rows as [Bt, N, D] rows, dB, dC).  Skipped positions get
+    zero gradients (their y is the constant 0)."""
+    A_b = A_t if groups == 1 else A_t[:, None]
+    length = u.shape[0]
+    active = [u.shape[1]] * length if active is None else active
+    steps = len(active)
+    skips = steps < length or active[-1] < u.shape[1]
+    new = torch.zeros_like if skips else torch.empty_like
+    du = delta * u  # [L, Bt, D]
+    grad_du = new(u)[:, :, None, :]  # [L, Bt, 1, D]
+    grad_B = new(B)[:, :, None, :]  # [L, Bt, 1, N]
+    grad_C = new(C)[:, :, None, :]  # [L, Bt, 1, N]
+    grad_logdecay = new(u)  # [L, Bt, D]: dLoss/d(delta) through exp(delta A)
+    grad_A_rows = torch.zeros_like(boundaries[0])  # [Bt, N, D], summed over rows at the end
+    dh = torch.zeros_like(boundaries[0])  # dLoss/dh_t, carried backwards
+    w = torch.empty_like(dh)
+    dA_buf = dh.new_empty((T,) + dh.shape)
+    hs_buf = torch.empty_like(dA_buf)
+    for k in reversed(range(boundaries.shape[0])):
+        c0 = k * T
+        c1 = min(c0 + T, steps)
+        # recompute this chunk's decays and states from its boundary state (first n rows)
+        dA = dA_buf[: c1 - c0]  # [T, Bt, N, D]
+        hs = hs_buf[: c1 - c0]  # [T, Bt, N, D]
+        prev = boundaries[k]
+        for i, t in enumerate(range(c0, c1)):
+            n = active[t]
+            torch.mul(_by_group(delta[t, :n, None, :], groups), A_b, out=_by_group(dA[i, :n], groups)).exp_()
+            torch.mul(prev[:n], dA[i, :n], out=hs[i, :n]).addcmul_(B[t, :n, :, None], du[t, :n, None, :])
+            prev = hs[i]
+        # rows past n have dh = 0 at step t: nothing after it reads them
+        for i, t in reversed(list(enumerate(range(c0, c1)))):
+            n = active[t]
+            h_prev = (hs[i - 1] if i > 0 else boundaries[k])[:n]
+            dh_n, w_n = dh[:n], w[:n]
+            dh_n.addcmul_(C[t, :n, :, None], dy[t, :n, None, :])  # dh_t = dy_t C_t + dA_{t+1} dh_{t+1}
+            torch.bmm(dy[t, :n, None, :], hs[i, :n].transpose(1, 2), out=grad_C[t, :n])  # [n, 1, N]
+            torch.bmm(du[t, :n, None, :], dh_n.transpose(1, 2), out=grad_B[t, :n])  # [n, 1, N]
+            torch.bmm(B[t, :n, None, :], dh_n, out=grad_du[t, :n])  # [n, 1, D]
+            dh_n.mul_(dA[i, :n])  # now dLoss/dh_{t-1} from step t
+            torch.mul(dh_n, h_prev, out=w_n)  # dLoss/d(delta_t A) elementwise
+            grad_A_rows[:n].addcmul_(w_n, delta[t, :n, None, :])
+            _by_group(w_n, groups).mul_(A_b)
+            torch.sum(w_n, dim=1, out=grad_logdecay[t, :n])
+    grad_du = grad_du.squeeze(2)
+    grad_delta = grad_logdecay + grad_du * u
+    grad_u = grad_du * delta
+    return grad_u, grad_delta, grad_A_rows, grad_B.squeeze(2), grad_C.squeeze(2)
+
+
 class _SelectiveScan(torch.autograd.Function):
     """y = scan(u, delta, A, B, C) in time-major layout; see the module docstring.
 
-    The state is kept as [B, N, D] (D contiguous) so that every per-step op is a
-    contiguous elementwise op or a batched vector-matrix product.  ``A`` is [D, N],
-    or [G, D, N] for a batch of G equal groups of consecutive rows (group g uses A[g]).
+    u, delta: [L, Bt, D]; A: [D, N], or [G, D, N] for a batch of G equal groups of
+    consecutive rows (group g uses A[g]); B, C: [L, Bt, N].  The rows are scanned in
+    slices of ``rows`` rows per group (the same rows of every group), each slice a
+    contiguous copy; the slicing happens here rather than in autograd, so that backward
+    writes each slice's gradients in place instead of summing zero-padded copies.
+
+    With ``lengths`` ([Bt] valid steps per row, one group only) the rows are taken
+    longest first, and each step computes only the rows still inside their length: a
+    slice stops at its longest row, and y is 0 from each row's length on.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
-        # u, delta: [L, Bt, D]; A: [D, N] or [G, D, N]; B, C: [L, Bt, N]
+    def forward(ctx, u, delta, A, B, C, rows, lengths):
         length, batch, d_inner = u.shape
         groups = A.shape[0] if A.dim() == 3 else 1
         A_t = A.transpose(-1, -2).contiguous()  # [N, D] or [G, N, D]
-        A_b = A_t if groups == 1 else A_t[:, None]  # broadcasts against [G, r, N, D]
-        d_state = A.shape[-1]
-        T = chunk_length(length, batch, d_inner, d_state)
-        du = delta * u  # [L, Bt, D]
-        y = u.new_empty(length, batch, 1, d_inner)
-        boundaries = []
-        h = u.new_zeros(batch, d_state, d_inner)  # [Bt, N, D]
-        dA = torch.empty_like(h)
-        dA_g = _by_group(dA, groups)
-        for t in range(length):
-            if t % T == 0:
-                boundaries.append(h.clone())
-            torch.mul(_by_group(delta[t, :, None, :], groups), A_b, out=dA_g).exp_()  # [Bt, N, D]
-            h.mul_(dA).addcmul_(B[t, :, :, None], du[t, :, None, :])
-            torch.bmm(C[t, :, None, :], h, out=y[t])  # [Bt, 1, D]
-        ctx.save_for_backward(u, delta, A_t, B, C, torch.stack(boundaries))
-        ctx.chunk = T
-        ctx.groups = groups
-        return y.squeeze(2)  # [L, Bt, D]
+        plan = _slice_plan(batch // groups, rows, length, lengths)
+        y = (u.new_zeros if lengths is not None else u.new_empty)(length, batch, d_inner)
+        slices = []
+        for index, active in plan:
+            y_i, boundaries, T = _scan_forward(
+                *(_rows_of_every_group(t, index, groups) for t in (u, delta)), A_t,
+                *(_rows_of_every_group(t, index, groups) for t in (B, C)), groups, active,
+            )
+            _put_rows_of_every_group(y, index, y_i, groups)
+            slices.append((boundaries, T))
+        ctx.save_for_backward(u, delta, A_t, B, C)
+        ctx.slices = slices  # internal tensors, never seen by the caller
+        ctx.plan, ctx.groups, ctx.skips = plan, groups, lengths is not None
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        u, delta, A_t, B, C, boundaries = ctx.saved_tensors
-        T, groups = ctx.chunk, ctx.groups
-        A_b = A_t if groups == 1 else A_t[:, None]
-        length = u.shape[0]
+        u, delta, A_t, B, C = ctx.saved_tensors
+        groups = ctx.groups
         dy = dy.contiguous()
-        du = delta * u  # [L, Bt, D]
-        grad_du = torch.empty_like(u)[:, :, None, :]  # [L, Bt, 1, D]
-        grad_B = torch.empty_like(B)[:, :, None, :]  # [L, Bt, 1, N]
-        grad_C = torch.empty_like(C)[:, :, None, :]  # [L, Bt, 1, N]
-        grad_logdecay = torch.empty_like(u)  # [L, Bt, D]: dLoss/d(delta) through exp(delta A)
-        grad_A_rows = torch.zeros_like(boundaries[0])  # [Bt, N, D], summed over rows at the end
-        dh = torch.zeros_like(boundaries[0])  # dLoss/dh_t, carried backwards
-        w = torch.empty_like(dh)
-        w_g = _by_group(w, groups)
-        dA_buf = dh.new_empty((T,) + dh.shape)
-        hs_buf = torch.empty_like(dA_buf)
-        for k in reversed(range(boundaries.shape[0])):
-            c0 = k * T
-            c1 = min(c0 + T, length)
-            # recompute this chunk's decays and states from its boundary state
-            dA = dA_buf[: c1 - c0]  # [T, Bt, N, D]
-            hs = hs_buf[: c1 - c0]  # [T, Bt, N, D]
-            prev = boundaries[k]
-            for i, t in enumerate(range(c0, c1)):
-                torch.mul(_by_group(delta[t, :, None, :], groups), A_b, out=_by_group(dA[i], groups)).exp_()
-                torch.mul(prev, dA[i], out=hs[i]).addcmul_(B[t, :, :, None], du[t, :, None, :])
-                prev = hs[i]
-            for i, t in reversed(list(enumerate(range(c0, c1)))):
-                h_prev = hs[i - 1] if i > 0 else boundaries[k]
-                dh.addcmul_(C[t, :, :, None], dy[t, :, None, :])  # dh_t = dy_t C_t + dA_{t+1} dh_{t+1}
-                torch.bmm(dy[t, :, None, :], hs[i].transpose(1, 2), out=grad_C[t])  # [Bt, 1, N]
-                torch.bmm(du[t, :, None, :], dh.transpose(1, 2), out=grad_B[t])  # [Bt, 1, N]
-                torch.bmm(B[t, :, None, :], dh, out=grad_du[t])  # [Bt, 1, D]
-                dh.mul_(dA[i])  # now dLoss/dh_{t-1} from step t
-                torch.mul(dh, h_prev, out=w)  # dLoss/d(delta_t A) elementwise
-                grad_A_rows.addcmul_(w, delta[t, :, None, :])
-                w_g.mul_(A_b)
-                torch.sum(w, dim=1, out=grad_logdecay[t])
-        grad_du = grad_du.squeeze(2)
-        grad_delta = grad_logdecay + grad_du * u
-        grad_u = grad_du * delta
-        grad_A = _by_group(grad_A_rows, groups).sum(-3).transpose(-1, -2)  # [D, N] or [G, D, N]
-        return grad_u, grad_delta, grad_A, grad_B.squeeze(2), grad_C.squeeze(2)
+        new = torch.zeros_like if ctx.skips else torch.empty_like  # rows of no slice get 0
+        grads = [new(t) for t in (u, delta)] + [None] + [new(t) for t in (B, C)]
+        grad_A_rows = None
+        for (index, active), (boundaries, T) in zip(ctx.plan, ctx.slices):
+            parts = _scan_backward(
+                *(_rows_of_every_group(t, index, groups) for t in (u, delta)), A_t,
+                *(_rows_of_every_group(t, index, groups) for t in (B, C)),
+                boundaries, T, groups, _rows_of_every_group(dy, index, groups), active,
+            )
+            for grad, part in zip(grads, parts):
+                if grad is not None:
+                    _put_rows_of_every_group(grad, index, part, groups)
+            summed = _by_group(parts[2], groups).sum(-3)  # [N, D] or [G, N, D]
+            grad_A_rows = summed if grad_A_rows is None else grad_A_rows.add_(summed)
+        grad_u, grad_delta, _, grad_B, grad_C = grads
+        return grad_u, grad_delta, grad_A_rows.transpose(-1, -2), grad_B, grad_C, None, None
+
+
+def _slice_plan(per_group, rows, length, lengths):
+    """[(rows of the slice, active rows per step or None)]: a ``slice`` of consecutive rows
+    (of every group) without lengths; with lengths, a tensor of row indices, longest first,
+    and the count of rows inside their length at each step up to the slice's longest."""
+    if lengths is None:
+        return [(slice(i, i + rows), None) for i in range(0, per_group, rows)]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].clamp(0, length).tolist()
+    plan = []
+    for i in range(0, per_group, rows):
+        chunk = sorted_lengths[i : i + rows]  # descending
+        active, n = [], len(chunk)
+        for t in range(chunk[0]):
+            while chunk[n - 1] <= t:  # the shortest rows still counted have ended
+                n -= 1
+            active.append(n)
+        if active:  # a slice of empty rows computes nothing (y stays 0)
+            plan.append((order[i : i + rows], active))
+    return plan
+
+
+def _rows_of_every_group(t, index, groups):
+    """[L, G*per_group, k] -> the rows ``index`` (a slice, or a tensor of row indices with one
+    group) of each group, as one contiguous [L, G*r, k]."""
+    if not isinstance(index, slice):
+        return t.index_select(1, index)
+    if groups == 1:
+        return t[:, index].contiguous()
+    length = t.shape[0]
+    return t.view(length, groups, t.shape[1] // groups, -1)[:, :, index].reshape(length, -1, t.shape[-1])
+
+
+def _put_rows_of_every_group(out, index, part, groups):
+    """The inverse of :func:`_rows_of_every_group`: write part [L, G*r, k] into out's rows."""
+    if not isinstance(index, slice):
+        out.index_copy_(1, index, part)
+    elif groups == 1:
+        out[:, index] = part
+    else:
+        length = out.shape[0]
+        view = out.view(length, groups, out.shape[1] // groups, -1)
+        view[:, :, index] = part.view(length, groups, -1, part.shape[-1])
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -136,8 +237,13 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     return y
 
 
-def scan_time_major(u, delta, A, B, C):
+def scan_time_major(u, delta, A, B, C, lengths=None):
     """Core scan in time-major layout: u, delta [L, B, D]; B, C [L, B, N] -> y [L, B, D].
+
+    ``lengths`` ([B] valid steps per right-padded row, one A only): steps at or after a
+    row's length are not computed (y is 0 there, and they get no gradient).  Being causal,
+    the scan gives every valid step the same y as without lengths; a batch whose rows
+    are mostly shorter than L costs about mean(length) / L of the full scan.
 
     ``A`` is [D, N] for every row, or [G, D, N]: the batch is then G equal groups of
     consecutive rows, group g scanned with A[g] (two Mamba blocks of one shape, such
@@ -163,25 +269,11 @@ def scan_time_major(u, delta, A, B, C):
     dtype = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     A = A.contiguous()
-    per_group = batch // groups
+    if lengths is not None and (groups > 1 or lengths.shape != (batch,)):
+        raise ValueError(f"lengths must be [{batch}] (one per row) and A one [D, N]; got lengths "
+                         f"{tuple(lengths.shape)} with {groups} group(s)")
     rows = max(1, slice_rows(batch, d_inner, A.shape[-1]) // groups)  # per group, per slice
-
-    def rows_of_every_group(t, i):  # [L, G*per_group, k] -> rows i..i+rows of each group, [L, G*r, k]
-        if groups == 1:
-            return t[:, i : i + rows].contiguous()
-        return t.view(length, groups, per_group, -1)[:, :, i : i + rows].reshape(length, -1, t.shape[-1])
-
-    outputs = [
-        _SelectiveScan.apply(
-            rows_of_every_group(u, i), rows_of_every_group(delta, i), A,
-            rows_of_every_group(B, i), rows_of_every_group(C, i),
-        )
-        for i in range(0, per_group, rows)
-    ]
-    if groups == 1:
-        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # [L, B, D]
-    else:
-        y = torch.cat([o.view(length, groups, -1, d_inner) for o in outputs], dim=2).view(length, batch, d_inner)
+    y = _SelectiveScan.apply(u, delta, A, B, C, rows, lengths)  # [L, B, D]
     return y.to(out_dtype)
 
 
