@@ -135,9 +135,11 @@ def slugify(name):
     return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
-def newest_checkpoint(folder):
-    """The most recent RecBole checkpoint (.pth) in ``folder``."""
-    paths = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth")]
+def newest_checkpoint(folder, best=False):
+    """The most recent RecBole checkpoint (.pth) in ``folder``: what a resumed run continues
+    from, a ``save_latest`` state included; with ``best``, the newest best checkpoint."""
+    paths = [os.path.join(folder, f) for f in os.listdir(folder)
+             if f.endswith(".pth") and not (best and f.endswith("-latest.pth"))]
     return max(paths, key=os.path.getmtime)
 
 

@@ -77,7 +77,7 @@ def run_config(model_name, dataset, data_path, history, budget, args):
     from recbole_mamba.registry import PLUGIN_MODELS, props_file
 
     config = {"data_path": data_path, "use_gpu": False, "show_progress": False, "state": "WARNING",
-              "stopping_step": args.stopping_step, "eval_batch_size": 4096, "valid_metric": "AUC",
+              "stopping_step": args.stopping_step, "save_latest": True, "eval_batch_size": 4096, "valid_metric": "AUC",
               "seq_len": {"item_id_list": history}}
     if budget == "shared":
         config.update({"epochs": args.epochs, "train_batch_size": args.batch, "learning_rate": args.learning_rate})
@@ -102,9 +102,11 @@ class PieceEnds(Exception):
 def one_run(name, dataset, budget, seed, data_path, args, unfinished):
     """Train, early-stop and test one variant; returns its row (with the gate report for MDAF),
     or None when the piece's time ran out first.  ``unfinished`` (slug -> timings) holds the
-    runs an earlier piece cut: such a run resumes from its newest checkpoint (RecBole saves one
-    at every epoch whose valid AUC improved; the epochs after it are trained again, with the
-    same random streams, so the run ends as an uninterrupted one would)."""
+    runs an earlier piece cut: such a run resumes from its newest checkpoint, with the same
+    random streams, so it ends as an uninterrupted one would.  Runs save their latest state
+    after every validation (``save_latest``), so no epoch is trained twice; a checkpoint
+    folder from before that holds only best checkpoints, and then the epochs after the best
+    one are trained again."""
     from recbole.quick_start import run_recbole
 
     from recbole_mamba.checkpoints import read_checkpoint
@@ -121,7 +123,7 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
     if earlier and saved:
         config["resume"] = newest_checkpoint(checkpoint_dir)
         resumed_epoch = read_checkpoint(config["resume"])["epoch"]
-        prior_epochs = earlier["epoch_seconds"][: resumed_epoch + 1]  # later epochs are trained again
+        prior_epochs = earlier["epoch_seconds"][: resumed_epoch + 1]  # any later ones are trained again
         prior_scores = earlier["valid_scores"][: resumed_epoch + 1]  # (valid AUC, one per epoch)
         prior_seconds = earlier["seconds"] * len(prior_epochs) / max(1, len(earlier["epoch_seconds"]))
         print(f"{slug}: resuming after epoch {resumed_epoch} from {repo_relative(config['resume'])}", flush=True)
@@ -150,7 +152,7 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
         row["epochs_run"] = len(epoch_seconds)
         row["seconds_per_epoch"] = statistics.mean(epoch_seconds)  # training only, evaluation not counted
     if model_name == "MDAF":
-        row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"]),
+        row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"], best=True),
                                             os.path.join(args.gate_reports, slug), progress=False)
     return row
 

@@ -8,9 +8,17 @@ with the checkpoint are restored, and then it trains the remaining epochs:
 ``run_recbole.py --model=Mamba4Rec --resume=saved/Mamba4Rec-....pth``.  RecBole saves a
 checkpoint only at the end of an epoch whose validation improved, so a run resumes from
 there (not mid-epoch), and ends as the uninterrupted run would.
+
+Config key ``save_latest`` (default off): after every validation that does not end the
+run, the run's whole state (weights, optimizer, epoch, early-stopping counter, random
+streams) is also written to ``<best checkpoint>-latest.pth``, which names the best
+checkpoint.  ``resume=latest`` then picks it (it is the newest file) and continues after
+the last validated epoch instead of the last improving one; the best checkpoint stays
+the one the final test loads.
 """
 import functools
 import glob
+import inspect
 import os
 
 from recbole_mamba.errors import CheckpointError
@@ -90,13 +98,44 @@ def _wrap_resume_checkpoint(original):
         from recbole_mamba.safe_load import restore_rng_state
 
         restore_rng_state(self, checkpoint.get("rng_state"))  # continue the run's random streams
+        if checkpoint.get("best_model_file"):  # a run's latest state: the best weights live elsewhere
+            best = os.path.join(os.path.dirname(str(resume_file)), checkpoint["best_model_file"])
+            if not os.path.isfile(best):
+                raise CheckpointError(f"{resume_file} is a run's latest state, and the best checkpoint it names, "
+                                      f"{best}, is missing; restore that file next to it, or resume from a best "
+                                      "checkpoint instead")
+            self.saved_model_file = best  # later improvements and the final test use the best file
         return result
 
     resume_checkpoint._recbole_mamba = True
     return resume_checkpoint
 
 
+def latest_path(best_model_file):
+    """Where ``save_latest`` writes a run's latest state: ``<best checkpoint>-latest.pth``."""
+    root, extension = os.path.splitext(str(best_model_file))
+    return f"{root}-latest{extension or '.pth'}"
+
+
+def _saving_latest(trainer, callback_fn):
+    """A ``fit`` callback that writes the run's latest state after each validation that does
+    not end the run (RecBole calls it after the early-stopping update and the best save),
+    then calls ``callback_fn``."""
+
+    def callback(epoch_idx, valid_score):
+        stops = trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs
+        if not stops:
+            trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=latest_path(trainer.saved_model_file),
+                                     best_model_file=trainer.saved_model_file)
+        if callback_fn is not None:
+            callback_fn(epoch_idx, valid_score)
+
+    return callback
+
+
 def _wrap_fit(original):
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
     def fit(self, train_data, *args, **kwargs):
         self._recbole_mamba_train_data = train_data  # its shuffling state goes into checkpoints
@@ -104,7 +143,11 @@ def _wrap_fit(original):
         if value and not getattr(self, "_recbole_mamba_resumed", False):
             self._recbole_mamba_resumed = True
             self.resume_checkpoint(resume_path(value, self.config["checkpoint_dir"], self.config["model"]))
-        return original(self, train_data, *args, **kwargs)
+        bound = signature.bind(self, train_data, *args, **kwargs)
+        bound.apply_defaults()
+        if self.config["save_latest"] and bound.arguments.get("saved", True) and "callback_fn" in bound.arguments:
+            bound.arguments["callback_fn"] = _saving_latest(self, bound.arguments["callback_fn"])
+        return original(*bound.args, **bound.kwargs)
 
     fit._recbole_mamba = True
     return fit

@@ -209,12 +209,15 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     if not self.config["single_spec"] and self.config["local_rank"] != 0:
         return
     final = kwargs.pop("saved_model_file", self.saved_model_file)
+    best_model_file = kwargs.pop("best_model_file", None)  # set for a run's latest state (checkpoints.py)
     state = {
         "config": self.config, "epoch": epoch, "cur_step": self.cur_step,
         "best_valid_score": self.best_valid_score, "state_dict": self.model.state_dict(),
         "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
         "rng_state": rng_state(self),
     }
+    if best_model_file is not None:
+        state["best_model_file"] = os.path.basename(best_model_file)
     tmp = f"{final}.tmp-{os.getpid()}"
     torch.save(state, tmp, pickle_protocol=4)
     os.replace(tmp, final)

@@ -75,3 +75,30 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, extra):
     assert len(saved) == 1 and not any(".tmp-" in f for f in saved)  # nothing half-written
     resumed = result_of(run(tmp_path / "killed", {**config, "resume": "latest"}))
     assert resumed == pytest.approx(straight, rel=1e-9, abs=1e-12)
+
+
+def test_save_latest_resumes_after_the_last_validated_epoch(tmp_path):
+    # save_latest: the run's state after every validation goes to <best>-latest.pth, so a run
+    # killed in its third epoch resumes after the second (not after the last improving one)
+    # and still ends like the uninterrupted run, testing the best checkpoint's weights
+    from recbole_mamba.checkpoints import read_checkpoint
+
+    config = {**BASE, "save_latest": True}
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "killed").mkdir()
+    straight = result_of(run(tmp_path / "straight", config))
+    killed = run(tmp_path / "killed", config, kill_epoch=2)
+    assert killed.returncode == -9
+    folder = tmp_path / "killed" / "saved"
+    latest = [f for f in os.listdir(folder) if f.endswith("-latest.pth")]
+    assert len(latest) == 1 and len(os.listdir(folder)) == 2
+    state = read_checkpoint(str(folder / latest[0]))
+    assert state["epoch"] == 1 and state["best_model_file"] in os.listdir(folder)
+    resumed = result_of(run(tmp_path / "killed", {**config, "resume": "latest"}))
+    assert resumed == pytest.approx(straight, rel=1e-9, abs=1e-12)
+
+    # the latest state without the best checkpoint it names: one line, nothing trained
+    os.remove(folder / state["best_model_file"])
+    broken = run(tmp_path / "killed", {**config, "resume": str(folder / latest[0])})
+    assert broken.returncode != 0
+    assert "is a run's latest state, and the best checkpoint it names" in broken.stderr
