@@ -236,9 +236,14 @@ def markdown(table):
         gate = f"{row['gate_mean']:.3f}" if row["gate_mean"] is not None else "–"
         per_epoch = f"{row['seconds_per_epoch']:.1f}" if row["seconds_per_epoch"] else "–"
         params = f"{row['params']:,}" if row["params"] else "–"
+        spread = len(row["seeds"]) > 1  # one seed has no spread to show
+
+        def value(mean, std):
+            return f"{mean:.4f} ± {std:.4f}" if spread else f"{mean:.4f}"
+
         lines.append(f"| {row['dataset']} | {row['budget']} | {row['variant']} | {params} | "
-                     f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f} | {row['logloss_mean']:.4f} ± "
-                     f"{row['logloss_std']:.4f} | {per_epoch} | {gate} | {len(row['seeds'])} |")
+                     f"{value(row['auc_mean'], row['auc_std'])} | {value(row['logloss_mean'], row['logloss_std'])} | "
+                     f"{per_epoch} | {gate} | {len(row['seeds'])} |")
     return "\n".join(lines) + "\n"
 
 
