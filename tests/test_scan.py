@@ -216,6 +216,9 @@ def test_scan_with_lengths_skips_only_the_padding(monkeypatch, slice_elements, c
 
 def test_scan_lengths_need_one_per_row():
     inputs = random_scan_inputs(4, 3, 2, 2)
+    y = scan_time_major(*inputs, lengths=torch.zeros(3, dtype=torch.long))  # nothing to compute
+    assert torch.all(y == 0)
+    assert all(torch.all(g == 0) for g in torch.autograd.grad(y.sum(), inputs))
     with pytest.raises(ValueError, match=r"lengths must be \[3\]"):
         scan_time_major(*inputs, lengths=torch.tensor([4, 4]))
 

@@ -169,6 +169,8 @@ class _SelectiveScan(torch.autograd.Function):
                     _put_rows_of_every_group(grad, index, part, groups)
             summed = _by_group(parts[2], groups).sum(-3)  # [N, D] or [G, N, D]
             grad_A_rows = summed if grad_A_rows is None else grad_A_rows.add_(summed)
+        if grad_A_rows is None:  # every row empty: nothing was computed
+            grad_A_rows = torch.zeros_like(A_t)
         grad_u, grad_delta, _, grad_B, grad_C = grads
         return grad_u, grad_delta, grad_A_rows.transpose(-1, -2), grad_B, grad_C, None, None
 
