@@ -361,7 +361,8 @@ def main():
         f.write(markdown(table))
     if table:
         bar_plot(os.path.splitext(args.out)[0] + ".png",
-                 [f"{r['dataset']} / {r['budget']}: {r['variant']}" for r in table],
+                 [f"{r['dataset']} / {r['budget']}: {r['variant']}" + (" (1 seed)" if len(r["seeds"]) == 1 else "")
+                  for r in table],
                  [r["auc_mean"] for r in table], [r["auc_std"] for r in table],
                  "test AUC (mean ± std over seeds)", "CTR: Taobao (815 users) and ml-100k (rating ≥ 4)",
                  reference=0.5, xmin=0.45)
