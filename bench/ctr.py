@@ -111,17 +111,22 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
 
     from recbole_mamba.checkpoints import read_checkpoint
     from recbole_mamba.gate_analysis import analyse_checkpoint
+    from recbole_mamba.safe_load import trust
 
     model_name, extra, _ = VARIANTS[name]
     files, config = run_config(model_name, dataset, data_path, args.history, budget, args)
     slug = f"{dataset}-{budget}-{slugify(name)}-seed{seed}"
     checkpoint_dir = os.path.join(OUT, "ctr_checkpoints", slug)
     config.update({**extra, "seed": seed, "checkpoint_dir": checkpoint_dir})
-    earlier = unfinished.pop(slug, None)
+    earlier = unfinished.get(slug)  # kept until the run ends or a piece ends, so an error loses nothing
     saved = [f for f in os.listdir(checkpoint_dir) if f.endswith(".pth")] if os.path.isdir(checkpoint_dir) else []
     prior_epochs, prior_scores, prior_seconds = [], [], 0.0
     if earlier and saved:
         config["resume"] = newest_checkpoint(checkpoint_dir)
+        # this benchmark wrote these files itself; RecBole's DIN / DIEN pickle layer objects
+        # into them, which the restricted loader refuses from a file another process wrote
+        config["trust_checkpoint"] = True
+        trust(config["resume"])
         resumed_epoch = read_checkpoint(config["resume"])["epoch"]
         prior_epochs = earlier["epoch_seconds"][: resumed_epoch + 1]  # any later ones are trained again
         prior_scores = earlier["valid_scores"][: resumed_epoch + 1]  # (valid AUC, one per epoch)
@@ -140,6 +145,7 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
                             "seconds": prior_seconds + time.time() - start,
                             "pieces": (earlier or {}).get("pieces", 0) + 1}
         return None
+    unfinished.pop(slug, None)
     epoch_seconds = prior_epochs + epoch_seconds
     seconds = prior_seconds + time.time() - start
     row = {"dataset": dataset, "budget": budget, "variant": name, "model": model_name, "seed": seed,
@@ -315,8 +321,12 @@ def main():
                     try:
                         row = one_run(name, dataset, budget, seed, data_path, args, state["unfinished"])
                     except Exception as error:  # a baseline that does not run on this data is reported, not fatal
-                        row = {"dataset": dataset, "budget": budget, "variant": name, "seed": seed,
-                               "error": repo_relative(f"{type(error).__name__}: {error}")[:500]}
+                        message = repo_relative(f"{type(error).__name__}: {error}")[:500]
+                        if f"{dataset}-{budget}-{slugify(name)}-seed{seed}" in state["unfinished"]:
+                            # a resumed run keeps its state for the next --resume instead of an error row
+                            print(f"{dataset:8s} {budget:8s} {name:32s} seed {seed}: {message}", flush=True)
+                            continue
+                        row = {"dataset": dataset, "budget": budget, "variant": name, "seed": seed, "error": message}
                     finally:
                         VARIANTS[name] = (model_name, extra, runs_on)
                     if row is None:  # the piece's time ran out: the run resumes with the next --resume

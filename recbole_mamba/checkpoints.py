@@ -104,6 +104,10 @@ def _wrap_resume_checkpoint(original):
                 raise CheckpointError(f"{resume_file} is a run's latest state, and the best checkpoint it names, "
                                       f"{best}, is missing; restore that file next to it, or resume from a best "
                                       "checkpoint instead")
+            if self.config["trust_checkpoint"]:  # trusting a run's state trusts its best weights too
+                from recbole_mamba.safe_load import trust
+
+                trust(best)
             self.saved_model_file = best  # later improvements and the final test use the best file
         return result
 

@@ -320,3 +320,28 @@ def test_ctr_merge_command_adds_to_the_out_files_runs(tmp_path):
     assert sorted(r["variant"] for r in merged["runs"]) == ["DCNv3", "DIN (RecBole)"] and "x" in merged["unfinished"]
     table = (tmp_path / "ctr.md").read_text()
     assert "| taobao | shared | DCNv3 |" in table and "| ml-100k | shared | DIN (RecBole) |" in table
+
+
+def test_ctr_resumed_run_that_fails_keeps_its_state(tmp_path, monkeypatch):
+    """A run an earlier piece cut keeps its unfinished state when its resume fails (here: an
+    unreadable checkpoint), so the next --resume can still continue it."""
+    import argparse
+
+    import pytest
+
+    import ctr
+    from recbole_mamba.errors import CheckpointError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ctr, "OUT", str(tmp_path))
+    slug = "taobao-shared-dcnv3-seed2020"
+    folder = tmp_path / "ctr_checkpoints" / slug
+    folder.mkdir(parents=True)
+    (folder / "DCNv3-x.pth").write_bytes(b"not a checkpoint")
+    earlier = {"epoch_seconds": [1.0], "valid_scores": [0.6], "seconds": 1.0, "pieces": 1}
+    unfinished = {slug: dict(earlier)}
+    args = argparse.Namespace(history=20, stopping_step=10, epochs=3, batch=512, learning_rate=1e-3,
+                              gate_reports=str(tmp_path / "gates"), deadline=float("inf"))
+    with pytest.raises(CheckpointError):
+        ctr.one_run("DCNv3", "taobao", "shared", 2020, os.path.join(REPO, "dataset_atomic"), args, unfinished)
+    assert unfinished == {slug: earlier}
