@@ -99,6 +99,11 @@ class PieceEnds(Exception):
     """Raised at the start of an epoch once this invocation's ``--piece-minutes`` are spent."""
 
 
+def run_slug(dataset, budget, name, seed):
+    """A run's name in ``unfinished`` and its checkpoint folder."""
+    return f"{dataset}-{budget}-{slugify(name)}-seed{seed}"
+
+
 def one_run(name, dataset, budget, seed, data_path, args, unfinished):
     """Train, early-stop and test one variant; returns its row (with the gate report for MDAF),
     or None when the piece's time ran out first.  ``unfinished`` (slug -> timings) holds the
@@ -115,7 +120,7 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
 
     model_name, extra, _ = VARIANTS[name]
     files, config = run_config(model_name, dataset, data_path, args.history, budget, args)
-    slug = f"{dataset}-{budget}-{slugify(name)}-seed{seed}"
+    slug = run_slug(dataset, budget, name, seed)
     checkpoint_dir = os.path.join(OUT, "ctr_checkpoints", slug)
     config.update({**extra, "seed": seed, "checkpoint_dir": checkpoint_dir})
     earlier = unfinished.get(slug)  # kept until the run ends or a piece ends, so an error loses nothing
@@ -208,7 +213,7 @@ def merge_states(states):
         for field in ("params", "data", "unfinished"):
             for key, value in state.get(field, {}).items():
                 merged[field].setdefault(key, value)
-    finished = {f"{d}-{b}-{slugify(v)}-seed{s}" for d, b, v, s in seen}
+    finished = {run_slug(*key) for key in seen}
     merged["unfinished"] = {k: v for k, v in merged["unfinished"].items() if k not in finished}
     return merged
 
@@ -322,7 +327,7 @@ def main():
                         row = one_run(name, dataset, budget, seed, data_path, args, state["unfinished"])
                     except Exception as error:  # a baseline that does not run on this data is reported, not fatal
                         message = repo_relative(f"{type(error).__name__}: {error}")[:500]
-                        if f"{dataset}-{budget}-{slugify(name)}-seed{seed}" in state["unfinished"]:
+                        if run_slug(dataset, budget, name, seed) in state["unfinished"]:
                             # a resumed run keeps its state for the next --resume instead of an error row
                             print(f"{dataset:8s} {budget:8s} {name:32s} seed {seed}: {message}", flush=True)
                             continue

@@ -46,12 +46,13 @@ def _scan_forward(u, delta, A_t, B, C, groups, active):
     The state is kept as [Bt, N, D] (D contiguous) so that every per-step op is a
     contiguous elementwise op or a batched vector-matrix product."""
     length, batch, d_inner = u.shape
+    skips = active is not None  # only then are some positions left at y = 0
     active = [batch] * length if active is None else active
     A_b = A_t if groups == 1 else A_t[:, None]  # broadcasts against [G, r, N, D]
     d_state = A_t.shape[-2]
     T = chunk_length(len(active), batch, d_inner, d_state)
     du = delta * u  # [L, Bt, D]
-    y = u.new_zeros(length, batch, 1, d_inner)
+    y = (u.new_zeros if skips else u.new_empty)(length, batch, 1, d_inner)
     boundaries = []
     h = u.new_zeros(batch, d_state, d_inner)  # [Bt, N, D]
     dA = torch.empty_like(h)
