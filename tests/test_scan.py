@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import recbole_mamba.ssm.scan_torch as scan_torch
 from recbole_mamba.ssm import Mamba, scan_time_major, selective_scan_torch
+from recbole_mamba.ssm.mamba import causal_depthwise_conv
 
 
 def sequential_scan(u, delta, A, B, C):
@@ -146,6 +147,29 @@ def test_mamba_block_matches_paper_equations_float64():
     (gx,) = torch.autograd.grad(y, x, grad_out)
     (gx_ref,) = torch.autograd.grad(y_ref, x, grad_out)
     assert (gx - gx_ref).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 9])
+@pytest.mark.parametrize("time_dim", [0, 1])
+def test_causal_depthwise_conv_is_the_padded_conv1d(length, time_dim):
+    """The shifted multiply-add conv (either layout) against F.conv1d on channels-first
+    input, forward and the gradients of x, weight and bias, in float64; lengths shorter
+    than the kernel too."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, length, 6, generator=g, dtype=torch.float64, requires_grad=True)  # [B, L, D]
+    weight = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    expected = F.conv1d(x.transpose(1, 2), weight[:, None, :], bias, padding=3, groups=6)[..., :length].transpose(1, 2)
+    laid_out = x if time_dim == 1 else x.transpose(0, 1)
+    out = causal_depthwise_conv(laid_out, weight, bias, time_dim)
+    out = out if time_dim == 1 else out.transpose(0, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    for mine, theirs in zip(torch.autograd.grad(out, (x, weight, bias), grad),
+                            torch.autograd.grad(expected, (x, weight, bias), grad)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: causal_depthwise_conv(*t, time_dim),
+                                    (laid_out.detach().requires_grad_(), weight, bias))
 
 
 def test_mamba_block_is_causal():

@@ -18,6 +18,51 @@ from recbole_mamba.ssm.backends import check_backend_name, cuda_kernels, resolve
 from recbole_mamba.ssm.scan_torch import scan_time_major
 
 
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """out_t = bias + sum_k weight[:, k] * x_{t - (K-1) + k} along ``time_dim`` (zeros before
+    the start), with forward and backward written as K in-place multiply-adds on shifted
+    slices: no padded copy of x, and no zero-padded gradient per tap in backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, time_dim):
+        length, taps = x.shape[time_dim], weight.shape[1]
+        out = torch.zeros_like(x)
+        for k in range(taps):  # tap 0 reaches furthest back; the same order as a padded conv
+            shift = taps - 1 - k
+            if shift < length:
+                out.narrow(time_dim, shift, length - shift).addcmul_(x.narrow(time_dim, 0, length - shift), weight[:, k])
+        if bias is not None:
+            out += bias
+        ctx.save_for_backward(x, weight)
+        ctx.time_dim, ctx.has_bias = time_dim, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        time_dim, length, taps = ctx.time_dim, x.shape[ctx.time_dim], weight.shape[1]
+        grad_out = grad_out.contiguous()
+        grad_x = torch.zeros_like(x)
+        grad_weight = torch.zeros_like(weight)
+        rows = [d for d in range(x.dim() - 1)]  # every dim but the channels
+        for k in range(taps):
+            shift = taps - 1 - k
+            if shift < length:
+                g = grad_out.narrow(time_dim, shift, length - shift)
+                x_k = x.narrow(time_dim, 0, length - shift)
+                grad_x.narrow(time_dim, 0, length - shift).addcmul_(g, weight[:, k])
+                grad_weight[:, k] = (g * x_k).sum(rows)
+        grad_bias = grad_out.sum(rows) if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias, None
+
+
+def causal_depthwise_conv(x, weight, bias=None, time_dim=1):
+    """Depthwise causal convolution of x (time along ``time_dim``, channels last) with
+    weight [D, K] and bias [D] or None: ``F.conv1d`` with ``groups=D``, left padding K - 1
+    and the first L outputs, without moving the channels first."""
+    return _CausalDepthwiseConv.apply(x, weight, bias, time_dim)
+
+
 class Mamba(nn.Module):
     """One Mamba mixer: [B, L, d_model] -> [B, L, d_model].
 
@@ -150,37 +195,27 @@ class Mamba(nn.Module):
     def _forward_torch(self, hidden_states, lengths=None):
         return grouped_torch_forward([self], [hidden_states], lengths)[0]  # [B, L, d_model]
 
-    def _before_scan(self, hidden_states):
-        """in_proj, causal conv, SiLU, x_proj, dt_proj: (x, z, delta, B, C), [B, L, *] each."""
-        xz = self.in_proj(hidden_states)  # [B, L, 2 d_inner]
-        x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner] each
-        x = F.silu(self._causal_conv(x))  # [B, L, d_inner]
-        dt, B, C = self._split_x_proj(x)  # [B, L, R], [B, L, N], [B, L, N]
-        delta = F.softplus(self.dt_proj(dt))  # [B, L, d_inner]
+    def _before_scan(self, hidden_states, time_dim=1):
+        """in_proj, causal conv, SiLU, x_proj, dt_proj: (x, z, delta, B, C), each laid out
+        as ``hidden_states`` ([B, L, *], or [L, B, *] with ``time_dim=0``)."""
+        xz = self.in_proj(hidden_states)  # [..., 2 d_inner]
+        x, z = xz.chunk(2, dim=-1)  # [..., d_inner] each
+        x = F.silu(self._causal_conv(x, time_dim))  # [..., d_inner]
+        dt, B, C = self._split_x_proj(x)  # [..., R], [..., N], [..., N]
+        delta = F.softplus(self.dt_proj(dt))  # [..., d_inner]
         return x, z, delta, B, C
 
     def _after_scan(self, y, x, z):
-        """D skip, SiLU(z) gate, out_proj: y [B, L, d_inner] -> [B, L, d_model]."""
+        """D skip, SiLU(z) gate, out_proj: y [..., d_inner] -> [..., d_model]."""
         y = y + x * self.D
         y = y * F.silu(z)
         return self.out_proj(y)
 
-    def _causal_conv(self, x):
-        """``conv1d`` (depthwise, causal) as d_conv shifted multiply-adds on [B, L, D].
-
-        Same weights and result as ``self.conv1d(x.transpose(1, 2))[..., :L]``, without
-        the channels-first copies; on CPU its backward is ~10x faster than the
-        depthwise convolution kernel's.
-        """
-        length = x.shape[1]
-        weight = self.conv1d.weight[:, 0, :]  # [D, d_conv]
-        padded = F.pad(x, (0, 0, self.d_conv - 1, 0))  # [B, L + d_conv - 1, D]
-        out = padded[:, : length] * weight[:, 0]  # [B, L, D]
-        for k in range(1, self.d_conv):
-            out = out + padded[:, k : k + length] * weight[:, k]
-        if self.conv1d.bias is not None:
-            out = out + self.conv1d.bias
-        return out  # [B, L, D]
+    def _causal_conv(self, x, time_dim=1):
+        """``conv1d`` (depthwise, causal) on [B, L, D] (or [L, B, D] with ``time_dim=0``):
+        the same weights and result as ``self.conv1d(x.transpose(1, 2))[..., :L]``, as
+        :func:`causal_depthwise_conv` (no channels-first copies)."""
+        return causal_depthwise_conv(x, self.conv1d.weight[:, 0, :], self.conv1d.bias, time_dim)
 
     def allocate_state(self, batch, device=None, dtype=None):
         """Zero recurrent state for :meth:`step`: (conv_state, ssm_state).
@@ -262,11 +297,15 @@ def grouped_torch_forward(blocks, inputs, lengths=None):
     if len(shapes) > 1 or len({x.shape for x in inputs}) > 1:
         raise ValueError("grouped_torch_forward needs Mamba blocks of one shape and inputs of one shape")
     # projections stay per block (a per-block Linear is as fast as any batched form);
-    # only the scan, the part that loops over time, is shared
-    pre = [block._before_scan(x) for block, x in zip(blocks, inputs)]  # (x, z, delta, B, C) per block
+    # only the scan, the part that loops over time, is shared.  Everything between the
+    # two small [*, d_model] transposes runs time-major, the scan's layout, so no
+    # [*, d_inner] tensor is ever transposed (those strided copies were ~1/8 of a CPU
+    # training step of MDAF)
+    pre = [block._before_scan(x.transpose(0, 1).contiguous(), time_dim=0)
+           for block, x in zip(blocks, inputs)]  # (x, z, delta, B, C) per block, [L, B, k] each
 
-    def time_major(i):  # i-th pre-scan tensor of every block, [B, L, k] each -> [L, G*B, k]
-        parts = [p[i].transpose(0, 1) for p in pre]
+    def time_major(i):  # i-th pre-scan tensor of every block -> [L, G*B, k]
+        parts = [p[i] for p in pre]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     if len(blocks) == 1:
@@ -276,8 +315,9 @@ def grouped_torch_forward(blocks, inputs, lengths=None):
     if len(blocks) > 1:
         lengths = None  # the grouped scan computes every position
     y = scan_time_major(time_major(0), time_major(2), A, time_major(3), time_major(4), lengths)  # [L, G*B, d_inner]
-    y = y.transpose(0, 1).chunk(len(blocks), dim=0)  # G x [B, L, d_inner]
-    return [block._after_scan(y_g, p[0], p[1]) for block, y_g, p in zip(blocks, y, pre)]
+    y = y.chunk(len(blocks), dim=1)  # G x [L, B, d_inner]
+    return [block._after_scan(y_g, p[0], p[1]).transpose(0, 1).contiguous()  # [B, L, d_model]
+            for block, y_g, p in zip(blocks, y, pre)]
 
 
 def mamba_pair(first, second, x_first, x_second, grouped=None, lengths=None):
