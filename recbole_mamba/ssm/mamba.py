@@ -26,11 +26,12 @@ class _CausalDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, time_dim):
         length, taps = x.shape[time_dim], weight.shape[1]
-        out = torch.zeros_like(x)
+        per_tap = weight.t().contiguous()  # [K, D]: each tap's weights contiguous
+        out = x.new_zeros(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype))  # as x * weight would be
         for k in range(taps):  # tap 0 reaches furthest back; the same order as a padded conv
             shift = taps - 1 - k
             if shift < length:
-                out.narrow(time_dim, shift, length - shift).addcmul_(x.narrow(time_dim, 0, length - shift), weight[:, k])
+                out.narrow(time_dim, shift, length - shift).addcmul_(x.narrow(time_dim, 0, length - shift), per_tap[k])
         if bias is not None:
             out += bias
         ctx.save_for_backward(x, weight)
@@ -44,13 +45,14 @@ class _CausalDepthwiseConv(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = torch.zeros_like(x)
         grad_weight = torch.zeros_like(weight)
-        rows = [d for d in range(x.dim() - 1)]  # every dim but the channels
+        per_tap = weight.t().contiguous()  # [K, D]
+        rows = list(range(x.dim() - 1))  # every dim but the channels
         for k in range(taps):
             shift = taps - 1 - k
             if shift < length:
                 g = grad_out.narrow(time_dim, shift, length - shift)
                 x_k = x.narrow(time_dim, 0, length - shift)
-                grad_x.narrow(time_dim, 0, length - shift).addcmul_(g, weight[:, k])
+                grad_x.narrow(time_dim, 0, length - shift).addcmul_(g, per_tap[k])
                 grad_weight[:, k] = (g * x_k).sum(rows)
         grad_bias = grad_out.sum(rows) if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias, None
