@@ -34,18 +34,17 @@ class _CausalDepthwiseConv(torch.autograd.Function):
                 out.narrow(time_dim, shift, length - shift).addcmul_(x.narrow(time_dim, 0, length - shift), per_tap[k])
         if bias is not None:
             out += bias
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, per_tap)
         ctx.time_dim, ctx.has_bias = time_dim, bias is not None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        time_dim, length, taps = ctx.time_dim, x.shape[ctx.time_dim], weight.shape[1]
+        x, per_tap = ctx.saved_tensors  # per_tap: [K, D], the forward's
+        time_dim, length, taps = ctx.time_dim, x.shape[ctx.time_dim], per_tap.shape[0]
         grad_out = grad_out.contiguous()
         grad_x = torch.zeros_like(x)
-        grad_weight = torch.zeros_like(weight)
-        per_tap = weight.t().contiguous()  # [K, D]
+        grad_per_tap = torch.zeros_like(per_tap)
         rows = list(range(x.dim() - 1))  # every dim but the channels
         for k in range(taps):
             shift = taps - 1 - k
@@ -53,9 +52,9 @@ class _CausalDepthwiseConv(torch.autograd.Function):
                 g = grad_out.narrow(time_dim, shift, length - shift)
                 x_k = x.narrow(time_dim, 0, length - shift)
                 grad_x.narrow(time_dim, 0, length - shift).addcmul_(g, per_tap[k])
-                grad_weight[:, k] = (g * x_k).sum(rows)
+                grad_per_tap[k] = (g * x_k).sum(rows)
         grad_bias = grad_out.sum(rows) if ctx.has_bias else None
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_per_tap.t(), grad_bias, None
 
 
 def causal_depthwise_conv(x, weight, bias=None, time_dim=1):
