@@ -1,5 +1,6 @@
-"""CTR benchmark on two real datasets: MDAF (thesis gate, and target attention), DCNv3 and
-RecBole's DCNV2, AutoInt, DeepFM, DIN and DIEN, ≥ 3 seeds, early stopping on valid AUC.
+"""CTR benchmark on two real datasets: MDAF (thesis gate, target attention, and its static branch
+alone as the ablation), DCNv3 and RecBole's DCNV2, AutoInt, DeepFM, DIN and DIEN, ≥ 3 seeds,
+early stopping on valid AUC.
 
     python bench/ctr.py                                      # both datasets, shared budget, 3 seeds
     python bench/ctr.py --datasets ml-100k --budgets defaults shared --resume
@@ -44,6 +45,8 @@ DATASETS = {"taobao": "taobao-ctr", "ml-100k": "ml-100k-ctr"}  # name in the tab
 VARIANTS = {
     "MDAF (gate)": ("MDAF", {}, ("taobao", "ml-100k")),
     "MDAF (gate, target attention)": ("MDAF", {"sequence_pooling": "target_attention"}, ("taobao", "ml-100k")),
+    # the ablation that says what the history adds: MDAF's own static branch and head, no sequence
+    "MDAF (static branch only)": ("MDAF", {"fusion": "static"}, ("taobao", "ml-100k")),
     "DCNv3": ("DCNv3", {}, ("taobao", "ml-100k")),
     "DCNV2 (RecBole)": ("DCNV2", {}, ("taobao", "ml-100k")),
     "AutoInt (RecBole)": ("AutoInt", {}, ("taobao", "ml-100k")),
@@ -162,7 +165,7 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
     if epoch_seconds:
         row["epochs_run"] = len(epoch_seconds)
         row["seconds_per_epoch"] = statistics.mean(epoch_seconds)  # training only, evaluation not counted
-    if model_name == "MDAF":
+    if model_name == "MDAF" and config.get("fusion", "gate") == "gate":
         row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"], best=True),
                                             os.path.join(args.gate_reports, slug), progress=False)
     return row

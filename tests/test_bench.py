@@ -284,6 +284,36 @@ def test_ctr_run_cut_by_its_piece_resumes_to_the_uninterrupted_result(tmp_path, 
     assert run("late", {}, deadline=time.time() - 1) is None
 
 
+def test_ctr_static_ablation_runs_mdaf_without_its_sequence_branch(tmp_path, monkeypatch):
+    """bench/ctr.py's "MDAF (static branch only)" is MDAF with fusion: static: it trains and
+    tests on the real Taobao sample, builds no sequence branch or gate (fewer parameters than
+    the gate variant), and its row has no gate report, which only the gate variant gets."""
+    import argparse
+
+    import torch
+
+    import ctr
+    import recbole_mamba  # noqa: F401  (registers MDAF)
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ctr, "OUT", str(tmp_path))
+    data_path = os.path.join(REPO, "dataset_atomic")
+    args = argparse.Namespace(history=10, stopping_step=10, epochs=1, batch=512, learning_rate=1e-3,
+                              gate_reports=str(tmp_path / "gates"), deadline=float("inf"))
+    rows = {name: ctr.one_run(name, "taobao", "shared", 2020, data_path, args, {})
+            for name in ("MDAF (static branch only)", "MDAF (gate)")}
+    static, gate = rows["MDAF (static branch only)"], rows["MDAF (gate)"]
+    assert "gate" not in static and 0.0 <= gate["gate"]["mean"] <= 1.0
+    assert 0.0 < static["test_auc"] < 1.0 and static["test_auc"] != gate["test_auc"]
+    counts = {}
+    for name in rows:
+        model_name, extra, _ = ctr.VARIANTS[name]
+        files, config = ctr.run_config(model_name, "taobao", data_path, args.history, "shared", args)
+        counts[name] = ctr.count_trainable(model_name, ctr.DATASETS["taobao"], files, {**config, **extra})
+    assert counts["MDAF (static branch only)"] < counts["MDAF (gate)"]
+
+
 def test_ctr_merge_keeps_every_run_once_and_drops_finished_from_unfinished():
     import ctr
 
