@@ -16,6 +16,7 @@ from common import DATASET_TITLES, REPO, RESULTS, SEED_PAPER
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 CTR_START, CTR_END = "<!-- ctr:start -->", "<!-- ctr:end -->"  # the table bench/ctr_taobao.py writes
+CTR_BOTH_START, CTR_BOTH_END = "<!-- ctr-both:start -->", "<!-- ctr-both:end -->"  # bench/ctr.py's table
 ACCURACY_ORDER = ("accuracy_ml-100k", "accuracy_ml-100k-bert4rec", "accuracy_games", "accuracy_ml-1m", "accuracy_suite")  # then any other, by name
 
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
@@ -286,10 +287,10 @@ def main():
     if args.update_readme:
         readme = os.path.join(REPO, "README.md")
         update_readme(readme, lines)
-        ctr_table = os.path.join(args.results, "ctr_taobao.md")
-        if os.path.exists(ctr_table):
-            with open(ctr_table, encoding="utf-8") as f:
-                update_readme(readme, f.read().splitlines(), CTR_START, CTR_END)
+        for table, start, end in (("ctr_taobao.md", CTR_START, CTR_END), ("ctr.md", CTR_BOTH_START, CTR_BOTH_END)):
+            if os.path.exists(os.path.join(args.results, table)):
+                with open(os.path.join(args.results, table), encoding="utf-8") as f:
+                    update_readme(readme, f.read().splitlines(), start, end)
 
 
 def update_readme(readme, lines, start=README_START, end=README_END):

@@ -97,6 +97,26 @@ def test_readme_splice_replaces_only_the_marked_part(tmp_path):
     assert (tmp_path / "plain.md").read_text() == "# no markers\n"
 
 
+def test_update_readme_splices_both_ctr_tables(tmp_path, monkeypatch):
+    """make_readme.py --update-readme puts ctr_taobao.md and bench/ctr.py's ctr.md each between
+    its own markers and leaves the text around them alone."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{make_readme.README_START}\n{make_readme.README_END}\nTaobao:\n"
+                      f"{make_readme.CTR_START}\nold one\n{make_readme.CTR_END}\nBoth:\n"
+                      f"{make_readme.CTR_BOTH_START}\nold two\n{make_readme.CTR_BOTH_END}\nend\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "ctr_taobao.md").write_text("| taobao table |\n")
+    (results / "ctr.md").write_text("| both datasets table |\n")
+    monkeypatch.setattr(make_readme, "REPO", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["make_readme.py", "--results", str(results), "--update-readme"])
+    make_readme.main()
+    text = readme.read_text()
+    assert f"Taobao:\n{make_readme.CTR_START}\n| taobao table |\n{make_readme.CTR_END}\nBoth:\n" in text
+    assert f"{make_readme.CTR_BOTH_START}\n| both datasets table |\n{make_readme.CTR_BOTH_END}\nend\n" in text
+    assert "old one" not in text and "old two" not in text
+
+
 def test_repo_relative_hides_the_checkout():
     from common import REPO
 
