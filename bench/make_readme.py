@@ -287,9 +287,10 @@ def main():
     if args.update_readme:
         readme = os.path.join(REPO, "README.md")
         update_readme(readme, lines)
-        for table, start, end in (("ctr_taobao.md", CTR_START, CTR_END), ("ctr.md", CTR_BOTH_START, CTR_BOTH_END)):
-            if os.path.exists(os.path.join(args.results, table)):
-                with open(os.path.join(args.results, table), encoding="utf-8") as f:
+        for name, start, end in (("ctr_taobao.md", CTR_START, CTR_END), ("ctr.md", CTR_BOTH_START, CTR_BOTH_END)):
+            table = os.path.join(args.results, name)
+            if os.path.exists(table):
+                with open(table, encoding="utf-8") as f:
                     update_readme(readme, f.read().splitlines(), start, end)
 
 
