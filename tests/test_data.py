@@ -12,7 +12,7 @@ import recbole
 import recbole_mamba  # noqa: F401  (registers models, installs the dataset checks)
 from conftest import REPO, TINY, shared_path
 from recbole_mamba.data import amazon, kcore_counts, ml1m, read_user_behavior, seqfile, taobao
-from recbole_mamba.data.atomic import dataset_file
+from recbole_mamba.data.atomic import dataset_file, write_atomic
 
 SAMPLES = os.path.join(REPO, "dataset_atomic")
 AVG_SAMPLE = os.path.join(SAMPLES, "amazon-video-games", "amazon-video-games.inter")
@@ -129,6 +129,33 @@ def test_ml1m_converter_round_trips_real_ratings(tmp_path):
     assert (summary.users, summary.items, summary.interactions) == (943, 1682, 100000)
     _, dataset = load("ml-1m", str(tmp_path / "out"))
     assert "timestamp" in dataset.inter_feat and len(dataset.inter_feat) == summary.filtered[2]
+
+
+def test_rewriting_an_atomic_file_replaces_it_in_one_step(tmp_path):
+    # a reader during the rewrite (a second benchmark process loading the same dataset)
+    # sees the whole old file, and a rewrite that fails half-way keeps it
+    header, original = read_atomic(ML100K)
+    columns = [tuple(field.split(":")) for field in header]
+    path = dataset_file(str(tmp_path), "ml-100k", "inter")
+    write_atomic(path, columns, original[:1000], progress=False)
+    before = open(path, encoding="utf-8").read()
+    seen_meanwhile = []
+
+    def rows_then_fail():
+        for i, row in enumerate(original):
+            if i == 500:
+                seen_meanwhile.append(open(path, encoding="utf-8").read())
+            if i == 2000:
+                raise OSError("disk full")
+            yield row
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, columns, rows_then_fail(), progress=False)
+    assert seen_meanwhile == [before]
+    assert open(path, encoding="utf-8").read() == before
+    assert os.listdir(os.path.dirname(path)) == ["ml-100k.inter"]  # no temporary file left
+    write_atomic(path, columns, original, progress=False)
+    assert read_atomic(path) == (header, original)
 
 
 def test_ml1m_converter_on_the_grouplens_files(tmp_path):

@@ -2,11 +2,13 @@
 atomic files, and the summary (users, items, interactions, dropped rows by reason).
 """
 import collections
+import contextlib
 import dataclasses
 import gzip
 import io
 import math
 import os
+import shutil
 import zlib
 
 import numpy as np
@@ -80,14 +82,38 @@ def clean_token(value):
 
 
 def write_atomic(path, columns, rows, progress=True):
-    """Write ``rows`` (tuples) under the header ``columns`` = [(name, type), ...]."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    """Write ``rows`` (tuples) under the header ``columns`` = [(name, type), ...].
+
+    The file appears whole or not at all: it is written beside ``path`` and renamed over it,
+    so a RecBole run reading ``path`` meanwhile (another benchmark process, a Ray trial)
+    sees the old file or the new one, and a conversion that fails half-way keeps the old."""
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         f.write("\t".join(f"{name}:{kind}" for name, kind in columns) + "\n")
         for row in tqdm(rows, desc=f"writing {os.path.basename(path)}", unit="rows",
                         disable=not progress, leave=False):
             f.write("\t".join(map(str, row)) + "\n")
     return path
+
+
+def copy_atomic(source, path):
+    """``shutil.copyfile`` that, like ``write_atomic``, replaces ``path`` in one step."""
+    with replacing(path) as tmp:
+        shutil.copyfile(source, tmp)
+    return path
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """A temporary name in ``path``'s folder; renamed to ``path`` when the block ends
+    without an error, removed when it raises."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.partial"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def format_number(value):

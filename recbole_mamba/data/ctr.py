@@ -16,13 +16,12 @@ items by count^alpha (0 = uniform over them).  RecBole then splits the rows by t
 import argparse
 import collections
 import os
-import shutil
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
-from recbole_mamba.data.atomic import Summary, dataset_file, format_number, write_atomic
+from recbole_mamba.data.atomic import Summary, copy_atomic, dataset_file, format_number, write_atomic
 from recbole_mamba.data.taobao import BEHAVIORS, TIME_WINDOW, read_user_behavior
 from recbole_mamba.errors import ConfigError, RecboleMambaError
 
@@ -187,7 +186,7 @@ def convert_ratings(inter_path, dataset, out_dir="dataset", threshold=4, history
     stem = os.path.splitext(inter_path)[0]
     for suffix in ("user", "item"):
         if os.path.isfile(f"{stem}.{suffix}"):
-            files.append(shutil.copyfile(f"{stem}.{suffix}", dataset_file(out_dir, dataset, suffix)))
+            files.append(copy_atomic(f"{stem}.{suffix}", dataset_file(out_dir, dataset, suffix)))
     positives = sum(r[2] for r in rows)
     return Summary(
         dataset=dataset, files=files, users=int(ratings["user_id"].nunique()), items=int(ratings["item_id"].nunique()),
