@@ -321,6 +321,46 @@ def test_dcnv3_parameter_count_on_taobao_ctr(ctr_dataset):
     assert sum(p.numel() for p in model.parameters()) == 117_292
 
 
+def test_dcnv3_trains_with_fuxictrs_loop():
+    """DCNv3's YAML runs FuxiCTR's training loop on the taobao-ctr sample: each validation
+    without a gain cuts the learning rate 10-fold, and the 2nd in a row stops training
+    (early_stop_patience 2, which is RecBole's stopping_step 1)."""
+    from recbole.data import data_preparation
+    from recbole_mamba.registry import get_trainer
+    from recbole_mamba.trainer import PlateauDecayTrainer
+
+    with recbole_argv():
+        config = Config(model="DCNv3", dataset="taobao-ctr", config_dict={**TINY_CTR, "epochs": 40})
+        train, valid, _ = data_preparation(config, create_dataset(config))
+    assert (config["stopping_step"], config["lr_plateau_factor"], config["clip_grad_norm"]["max_norm"]) == (1, 0.1, 10)
+    trainer = get_trainer(config["MODEL_TYPE"], "DCNv3")(
+        config, recbole_mamba.get_model("DCNv3")(config, train._dataset))
+    assert isinstance(trainer, PlateauDecayTrainer)
+    seen = []  # (learning rate during the epoch, valid AUC, best before it)
+    validate = trainer._valid_epoch
+
+    def recording(data, show_progress=False):
+        lr, best = trainer.optimizer.param_groups[0]["lr"], trainer.best_valid_score
+        score, result = validate(data, show_progress=show_progress)
+        seen.append((lr, score, best))
+        return score, result
+
+    trainer._valid_epoch = recording
+    trainer.fit(train, valid, saved=False)
+    gains = [score >= best for _, score, best in seen]
+    assert len(seen) < 40 and gains[-2:] == [False, False]  # stopped by the 2nd evaluation without a gain
+    assert not any(not a and not b for a, b in zip(gains[:-2], gains[1:-1]))  # and not earlier
+    expected = 1e-3
+    for (lr, _, _), gain in zip(seen, gains):
+        assert lr == pytest.approx(expected)
+        expected *= 1 if gain else 0.1
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    with recbole_argv():
+        config = Config(model="DCNv3", dataset="taobao-ctr", config_dict={**TINY_CTR, "lr_plateau_factor": 2})
+    with pytest.raises(ConfigError, match="lr_plateau_factor=2 must lie in"):
+        PlateauDecayTrainer(config, recbole_mamba.get_model("DCNv3")(config, train._dataset))
+
+
 def test_dcnv3_runs_on_recboles_ml100k_context_setup(tmp_path):
     """`run_recbole.py --model=DCNv3 --dataset=ml-100k` as for RecBole's DCNV2: RecBole's context
     defaults (rating >= 4 label, labelled evaluation, AUC / LogLoss) and every field embedded."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from recbole_mamba.errors import ConfigError
 from recbole_mamba.model.ctr_base import CTRRecommender, xavier_init
+from recbole_mamba.trainer import PlateauDecayTrainer
 
 
 def self_mask(h, layer_norm):
@@ -101,6 +102,8 @@ def _reinit_cross_biases(module):
 
 class DCNv3(CTRRecommender):
     """Every field of the data (RecBole's field embeddings) -> LCN + ECN -> averaged logits."""
+
+    trainer_class = PlateauDecayTrainer
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
