@@ -286,7 +286,7 @@ def main():
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=3, help="epoch budget, the same for every model")
-    parser.add_argument("--stopping-step", type=int, default=1, help="early stop after this many evals without valid NDCG@10 gain")
+    parser.add_argument("--stopping-step", type=int, default=1, help="RecBole's stopping_step: the (N + 1)-th eval in a row without a valid NDCG@10 gain stops a run")
     parser.add_argument("--hidden", type=int, default=32, help="embedding/hidden size d for every model (GRU hidden 2d)")
     parser.add_argument("--d-state", type=int, default=8, help="Mamba state size N")
     parser.add_argument("--max-len", type=int, default=20, help="MAX_ITEM_LIST_LENGTH")

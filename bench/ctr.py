@@ -20,8 +20,9 @@ Datasets (converted into bench/out/ctr/, split by time 80/10/10, labelled evalua
 
 Budgets: ``defaults`` runs each model at its own YAML (epochs, learner, batch); ``shared``
 gives every model the same epochs, batch and learning rate (``--epochs``, ``--batch``,
-``--learning-rate``).  Both stop early after ``--stopping-step`` evaluations without a valid
-AUC gain and test the best checkpoint.  DIN / DIEN are RecBole sequential models: they
+``--learning-rate``).  Both stop early as RecBole's ``stopping_step`` (``--stopping-step``) says:
+the (stopping-step + 1)-th evaluation in a row without a valid AUC gain ends a run; the test
+uses the best checkpoint.  DIN / DIEN are RecBole sequential models: they
 build their history from earlier rows of the same file, which on the Taobao rows (a
 negative shares its positive's time) would hand them the label, so they run on ml-100k only.
 
@@ -272,7 +273,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=10, help="shared budget: most epochs")
     parser.add_argument("--batch", type=int, default=1024, help="shared budget: train batch size")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="shared budget: learning rate")
-    parser.add_argument("--stopping-step", type=int, default=3, help="evaluations without valid AUC gain")
+    parser.add_argument("--stopping-step", type=int, default=3, help="RecBole's stopping_step for every model: the (N + 1)-th evaluation in a row without a valid AUC gain stops a run")
     parser.add_argument("--mdaf", nargs="*", default=[], metavar="KEY=VALUE",
                         help="MDAF config overrides in every budget (e.g. hidden_size=64), recorded in the JSON")
     parser.add_argument("--threads", type=int, default=2)
