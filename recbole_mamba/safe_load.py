@@ -30,6 +30,7 @@ import types
 import torch
 
 from recbole_mamba.errors import CheckpointError
+from recbole_mamba.fileio import replacing
 
 TRUST_ENV = "RECBOLE_MAMBA_TRUST_CHECKPOINTS"
 
@@ -218,9 +219,8 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     }
     if best_model_file is not None:
         state["best_model_file"] = os.path.basename(best_model_file)
-    tmp = f"{final}.tmp-{os.getpid()}"
-    torch.save(state, tmp, pickle_protocol=4)
-    os.replace(tmp, final)
+    with replacing(final) as tmp:
+        torch.save(state, tmp, pickle_protocol=4)
     record_written(final)
     if verbose:
         self.logger.info(f"Saving current: {final}")

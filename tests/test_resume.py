@@ -72,7 +72,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, extra):
     killed = run(tmp_path / "killed", config, kill_epoch=2)
     assert killed.returncode == -9  # SIGKILL, in the third epoch
     saved = os.listdir(tmp_path / "killed" / "saved")
-    assert len(saved) == 1 and not any(".tmp-" in f for f in saved)  # nothing half-written
+    assert len(saved) == 1 and saved[0].endswith(".pth")  # nothing half-written
     resumed = result_of(run(tmp_path / "killed", {**config, "resume": "latest"}))
     assert resumed == pytest.approx(straight, rel=1e-9, abs=1e-12)
 

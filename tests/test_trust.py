@@ -380,9 +380,20 @@ def test_own_checkpoints_are_written_atomically_and_load_restricted(tmp_path):
         **TINY, "hidden_size": 8, "d_state": 4, "MAX_ITEM_LIST_LENGTH": 10, "val_interval": {"rating": "[5,5]"},
         "checkpoint_dir": str(tmp_path / "saved")})
     files = os.listdir(tmp_path / "saved")
-    assert len(files) == 1 and not any(".tmp-" in f for f in files)
+    assert len(files) == 1 and files[0].endswith(".pth")  # no temporary file left
     path = str(tmp_path / "saved" / files[0])
     assert safe_load._fully_trusted(path)  # this process wrote it
     safe_load._written.clear()  # as if another process had: the restricted loader reads it all the same
     config, model, *_ = load_data_and_model(path)
     assert config["model"] == "Mamba4Rec" and type(model).__name__ == "Mamba4Rec"
+    # a save that fails half-way (here: an object pickle cannot write) keeps the last
+    # checkpoint whole and leaves no temporary file beside it
+    from recbole.trainer import Trainer
+
+    trainer = Trainer(config, model)
+    trainer.saved_model_file = path
+    before = open(path, "rb").read()
+    model.other_parameter = lambda: {"unpicklable": lambda: None}
+    with pytest.raises(Exception, match="pickle"):
+        trainer._save_checkpoint(3, verbose=False)
+    assert os.listdir(tmp_path / "saved") == files and open(path, "rb").read() == before

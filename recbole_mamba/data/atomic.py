@@ -2,7 +2,6 @@
 atomic files, and the summary (users, items, interactions, dropped rows by reason).
 """
 import collections
-import contextlib
 import dataclasses
 import gzip
 import io
@@ -15,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from recbole_mamba.errors import DatasetError
+from recbole_mamba.fileio import replacing
 
 FILTER_MIN = 5  # RecBole's user/item [5,inf) filters used by the paper protocols
 
@@ -100,20 +100,6 @@ def copy_atomic(source, path):
     with replacing(path) as tmp:
         shutil.copyfile(source, tmp)
     return path
-
-
-@contextlib.contextmanager
-def replacing(path):
-    """A temporary name in ``path``'s folder; renamed to ``path`` when the block ends
-    without an error, removed when it raises."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.partial"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def format_number(value):
