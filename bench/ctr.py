@@ -142,6 +142,10 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
         prior_seconds = earlier["seconds"] * len(prior_epochs) / max(1, len(earlier["epoch_seconds"]))
         print(f"{slug}: resuming after epoch {resumed_epoch} from {repo_relative(config['resume'])}", flush=True)
     else:
+        if earlier:  # its checkpoints stayed on another machine (a new checkout has none)
+            print(f"{slug}: no checkpoint in {repo_relative(checkpoint_dir)}; the run starts again from epoch 0",
+                  flush=True)
+            earlier = None
         for f in saved:  # a crashed earlier attempt: start afresh
             os.remove(os.path.join(checkpoint_dir, f))
     start = time.time()
@@ -166,9 +170,10 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
     if epoch_seconds:
         row["epochs_run"] = len(epoch_seconds)
         row["seconds_per_epoch"] = statistics.mean(epoch_seconds)  # training only, evaluation not counted
-    if model_name == "MDAF" and config.get("fusion", "gate") == "gate":
-        row["gate"], _ = analyse_checkpoint(newest_checkpoint(config["checkpoint_dir"], best=True),
-                                            os.path.join(args.gate_reports, slug), progress=False)
+    if model_name == "MDAF":
+        best = newest_checkpoint(config["checkpoint_dir"], best=True)
+        if read_checkpoint(best)["config"]["fusion"] == "gate":  # the trained model's, whatever set it
+            row["gate"], _ = analyse_checkpoint(best, os.path.join(args.gate_reports, slug), progress=False)
     return row
 
 
