@@ -165,7 +165,8 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
            "seconds": seconds, "test_auc": result["test_result"]["auc"],
            "test_logloss": result["test_result"]["logloss"],
            # RecBole's best valid result is not in its checkpoint: after a resume without a new best it is None
-           "best_valid_auc": max(prior_scores + valid_scores)}
+           "best_valid_auc": max(prior_scores + valid_scores),
+           "valid_scores": prior_scores + valid_scores}  # valid AUC after every epoch, over all pieces
     row["pieces"] = (earlier or {}).get("pieces", 0) + 1
     if epoch_seconds:
         row["epochs_run"] = len(epoch_seconds)

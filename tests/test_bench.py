@@ -300,12 +300,15 @@ def test_ctr_run_cut_by_its_piece_resumes_to_the_uninterrupted_result(tmp_path, 
     assert unfinished == {} and resumed["pieces"] == 2 and resumed["epochs_run"] == 3
     for key in ("test_auc", "test_logloss", "best_valid_auc"):
         assert abs(resumed[key] - straight[key]) < 1e-9, key
+    # the valid curve spans the pieces: the cut piece's epoch, then the resumed piece's two
+    assert len(straight["valid_scores"]) == 3 and resumed["valid_scores"] == straight["valid_scores"]
+    assert straight["best_valid_auc"] == max(straight["valid_scores"])
     # a run whose checkpoints stayed on another machine (a fresh checkout) starts again from
     # epoch 0 as a run of one piece, instead of counting the lost pieces and their epochs
     lost = {slug: {"epoch_seconds": [9.0, 9.0], "valid_scores": [0.1, 0.2], "seconds": 18.0, "pieces": 1}}
     again = run("elsewhere", lost)
     assert lost == {} and again["pieces"] == 1 and again["epochs_run"] == 3
-    assert abs(again["test_auc"] - straight["test_auc"]) < 1e-9
+    assert abs(again["test_auc"] - straight["test_auc"]) < 1e-9 and again["valid_scores"] == straight["valid_scores"]
     # a piece whose time is already spent starts no epoch at all
     assert run("late", {}, deadline=time.time() - 1) is None
 
