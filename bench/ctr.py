@@ -160,13 +160,13 @@ def one_run(name, dataset, budget, seed, data_path, args, unfinished):
         return None
     unfinished.pop(slug, None)
     epoch_seconds = prior_epochs + epoch_seconds
+    valid_scores = prior_scores + valid_scores  # valid AUC after every epoch, over all pieces
     seconds = prior_seconds + time.time() - start
     row = {"dataset": dataset, "budget": budget, "variant": name, "model": model_name, "seed": seed,
            "seconds": seconds, "test_auc": result["test_result"]["auc"],
            "test_logloss": result["test_result"]["logloss"],
            # RecBole's best valid result is not in its checkpoint: after a resume without a new best it is None
-           "best_valid_auc": max(prior_scores + valid_scores),
-           "valid_scores": prior_scores + valid_scores}  # valid AUC after every epoch, over all pieces
+           "best_valid_auc": max(valid_scores), "valid_scores": valid_scores}
     row["pieces"] = (earlier or {}).get("pieces", 0) + 1
     if epoch_seconds:
         row["epochs_run"] = len(epoch_seconds)
